@@ -1,0 +1,288 @@
+"""Model configuration: frozen dataclasses and a preset registry.
+
+Every checkpoint stores ``ModelConfig.to_dict()`` in its ``config.json`` and is rebuilt with
+``ModelConfig.from_dict``; unknown keys anywhere in the tree are errors (a typo must not pass
+silently). Presets:
+
+* ``tiny``  — 64x64 frames, a small AutoencoderKL with f=4 (16x16x4 latents), the ``mel`` audio
+  front-end, chunks of F=8 frames with M=2 motion frames. The model of the synthetic world and of
+  the embedded default; sized to run in real time on two CPU cores.
+* ``sd15``  — the paper's scale: SD1.5 UNet and VAE shapes, 512x512, wav2vec2-base features
+  (12 layers x 768), 32 audio tokens of 768, F=16, M=4 (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AudioKind = Literal["mel", "wav2vec2"]
+CFGMode = Literal["none", "time_embed", "layer_mlp", "layer_tokens"]
+CFG_MODES: tuple[str, ...] = ("none", "time_embed", "layer_mlp", "layer_tokens")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """diffusers ``AutoencoderKL`` shape. ``len(block_out_channels) - 1`` downsamplings."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    mid_block_add_attention: bool = True
+    scaling_factor: float = 0.18215
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Shape of the diffusers ``UNet2DConditionModel`` shared by ReferenceNet and the denoiser.
+
+    ``attention_head_dim`` keeps diffusers' (historical) meaning for SD1.5: the number of heads.
+    ``cross_attention_dim`` is the audio token width (SD1.5's text width, 768, initialises it).
+    """
+
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = (
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    )
+    up_block_types: tuple[str, ...] = (
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    )
+    mid_block_type: str = "UNetMidBlock2DCrossAttn"
+    layers_per_block: int = 2
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    cross_attention_dim: int = 768
+    latent_channels: int = 4
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """Temporal attention over the frame axis (DESIGN.md §2, item 5)."""
+
+    num_heads: int = 8
+    max_positions: int = 64
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio front-end producing ``(T, L, D)`` features at the video frame rate.
+
+    ``mel``: log-mel from a torch STFT; L = sub-frames per video frame (``samples_per_frame /
+    hop_length``), D = ``n_mels``. ``wav2vec2``: transformers ``Wav2Vec2Model``; L = its
+    transformer layers (``hidden_states[1:]``), D = its hidden size. Both are windowed by
+    ``±window`` frames before AudioProj, giving ``(T, 2*window+1, L, D)``.
+    """
+
+    kind: AudioKind = "wav2vec2"
+    sample_rate: int = 16000
+    fps: int = 25
+    window: int = 2
+    num_layers: int = 12
+    dim: int = 768
+    # mel front-end only
+    n_fft: int = 400
+    hop_length: int = 160
+    f_min: float = 40.0
+    f_max: float = 7600.0
+    log_offset: float = 5.0
+    log_scale: float = 2.5
+    # wav2vec2 only: zero-mean / unit-variance input normalisation (as its feature extractor does)
+    normalize_waveform: bool = True
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.sample_rate // self.fps
+
+    @property
+    def window_frames(self) -> int:
+        return 2 * self.window + 1
+
+    def __post_init__(self) -> None:
+        if self.sample_rate % self.fps:
+            raise ValueError(f"sample_rate {self.sample_rate} is not a multiple of fps {self.fps}")
+        if self.kind == "mel":
+            if self.samples_per_frame % self.hop_length:
+                raise ValueError(
+                    f"mel hop_length {self.hop_length} must divide samples per frame {self.samples_per_frame}"
+                )
+            if self.num_layers != self.samples_per_frame // self.hop_length:
+                raise ValueError(
+                    f"mel num_layers must be samples_per_frame / hop_length = "
+                    f"{self.samples_per_frame // self.hop_length}, got {self.num_layers}"
+                )
+
+
+@dataclass(frozen=True)
+class AudioProjConfig:
+    """MLP from the windowed features to ``num_tokens`` tokens of ``cross_attention_dim``."""
+
+    hidden_dim: int = 512
+    num_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class CFGConfig:
+    """How a student is told the CFG scales (paper §3.3, DESIGN.md §3.6; Table 4's variants).
+
+    ``none`` (teacher / balanced student: 3 branches at inference), ``time_embed`` (w-condition:
+    sinusoidal embedding of the scales added to the time embedding), ``layer_mlp`` (CFG layer fed
+    with tokens from an MLP of the scales: no learnable basis tokens), ``layer_tokens`` (CFG layer
+    fed with Eq. 10's ``Emb_cfg`` built from learnable tokens gamma_b, gamma_r, gamma_a).
+    """
+
+    mode: CFGMode = "none"
+    num_tokens: int = 8
+    embed_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mode not in CFG_MODES:
+            raise ValueError(f"unknown cfg mode {self.mode!r}; expected one of {CFG_MODES}")
+
+    @property
+    def conditioned(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def has_layer(self) -> bool:
+        return self.mode in ("layer_mlp", "layer_tokens")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: str = "sd15"
+    resolution: int = 512
+    num_frames: int = 16
+    motion_frames: int = 4
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    audio_proj: AudioProjConfig = field(default_factory=AudioProjConfig)
+    cfg: CFGConfig = field(default_factory=CFGConfig)
+
+    def __post_init__(self) -> None:
+        f = self.vae.downsample_factor
+        if self.resolution % (f * 2 ** (len(self.unet.block_out_channels) - 1)):
+            raise ValueError(
+                f"resolution {self.resolution} must be divisible by the VAE factor {f} times the UNet's "
+                f"{2 ** (len(self.unet.block_out_channels) - 1)}x downsampling"
+            )
+        if self.vae.latent_channels != self.unet.latent_channels:
+            raise ValueError("vae.latent_channels and unet.latent_channels differ")
+        if self.num_frames < 1 or self.motion_frames < 1:
+            raise ValueError("num_frames and motion_frames must be >= 1")
+        if self.num_frames + self.motion_frames > self.temporal.max_positions:
+            raise ValueError("num_frames + motion_frames exceeds temporal.max_positions")
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // self.vae.downsample_factor
+
+    def with_cfg_mode(self, mode: str) -> ModelConfig:
+        return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, mode=mode))
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data, path="model")
+
+
+def _from_dict(cls: type, data: Any, *, path: str) -> Any:
+    """Build a (nested) frozen dataclass from plain JSON data; unknown keys raise."""
+    if not isinstance(data, dict):
+        raise TypeError(f"config at {path!r} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config keys at {path!r}: {unknown}; known keys: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, path=f"{path}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, *, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, path=path)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"config at {path!r} must be a list, got {type(value).__name__}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(item, v, path=f"{path}[]") for v in value)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"config at {path!r} must be one of {typing.get_args(hint)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise TypeError(f"config at {path!r} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _tiny() -> ModelConfig:
+    return ModelConfig(
+        preset="tiny",
+        resolution=64,
+        num_frames=8,
+        motion_frames=2,
+        vae=VAEConfig(
+            block_out_channels=(32, 64, 64),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=16,
+            mid_block_add_attention=False,
+            scaling_factor=1.0,
+        ),
+        unet=UNetConfig(
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            layers_per_block=1,
+            attention_head_dim=2,
+            norm_num_groups=16,
+            cross_attention_dim=64,
+            latent_channels=4,
+        ),
+        temporal=TemporalConfig(num_heads=2, max_positions=32),
+        audio=AudioConfig(kind="mel", num_layers=4, dim=32),
+        audio_proj=AudioProjConfig(hidden_dim=128, num_tokens=8),
+        cfg=CFGConfig(mode="none", num_tokens=4, embed_dim=64),
+    )
+
+
+def _sd15() -> ModelConfig:
+    return ModelConfig(preset="sd15")
+
+
+PRESETS: dict[str, typing.Callable[[], ModelConfig]] = {"tiny": _tiny, "sd15": _sd15}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """Return the model config of a registered preset (``tiny``, ``sd15``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available presets: {sorted(PRESETS)}")
+    return PRESETS[name]()

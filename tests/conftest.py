@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny random-init models and chunks (CPU, seconds)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from fada_rt.config import get_preset
+from fada_rt.models.fada import FadaModel
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_tiny_model(seed: int = 0, **config_changes) -> FadaModel:
+    """A random-init tiny FadaModel in eval mode (seeded: tests only)."""
+    torch.manual_seed(seed)
+    config = get_preset("tiny")
+    if config_changes:
+        config = config.replace(**config_changes)
+    return FadaModel(config).eval()
+
+
+def randomize_zero_init(model: torch.nn.Module, seed: int = 1, scale: float = 0.2) -> None:
+    """Give the zero-initialised output projections (temporal, CFG) random values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ("temporal.attn.to_out" in name or "cfg_attn.to_out" in name or "cond_proj" in name):
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def random_chunk(model: FadaModel, *, batch: int = 1, seed: int = 0):
+    """(z, timestep, conditions) for one chunk of random latents/audio."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    h = cfg.latent_size
+    c = cfg.vae.latent_channels
+    f, m = cfg.num_frames, cfg.motion_frames
+    wave = torch.randn(batch, f * cfg.audio.samples_per_frame, generator=gen) * 0.1
+    with torch.no_grad():
+        cond = model.conditions(
+            torch.randn(batch, c, h, h, generator=gen),
+            torch.randn(batch, m, c, h, h, generator=gen),
+            model.audio_features(wave),
+        )
+    z = torch.randn(batch, f, c, h, h, generator=gen)
+    t = torch.full((batch,), 600.0)
+    return z, t, cond
+
+
+@pytest.fixture
+def tiny_model() -> FadaModel:
+    return make_tiny_model()

@@ -1,0 +1,166 @@
+"""The FADA networks on the tiny preset: shapes, branches, temporal/motion paths, CFG students."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_tiny_model, random_chunk, randomize_zero_init
+
+from fada_rt.config import AudioConfig, get_preset
+from fada_rt.models.audio import MelFrontend, Wav2Vec2Frontend, num_video_frames, window_features
+from fada_rt.models.fada import FadaModel
+
+
+def test_shapes_through_every_module(tiny_model: FadaModel) -> None:
+    cfg = tiny_model.config
+    f, m, h = cfg.num_frames, cfg.motion_frames, cfg.latent_size
+    assert (h, cfg.vae.downsample_factor) == (16, 4)
+    with torch.no_grad():
+        images = torch.rand(3, 3, 64, 64) * 2 - 1
+        latents = tiny_model.vae.encode(images)
+        assert latents.shape == (3, 4, 16, 16)
+        assert tiny_model.vae.decode(latents).shape == (3, 3, 64, 64)
+
+        wave = torch.randn(2, 16000 + 1) * 0.1  # one sample into frame 25
+        feats = tiny_model.audio_encoder(wave)
+        assert feats.shape == (2, 26, cfg.audio.num_layers, cfg.audio.dim)
+        windows = tiny_model.audio_features(wave)
+        assert windows.shape == (2, 26, 5, 4, 32)
+        tokens = tiny_model.audio_proj(windows)
+        assert tokens.shape == (2, 26, cfg.audio_proj.num_tokens, cfg.unet.cross_attention_dim)
+
+        ref_feats = tiny_model.reference_net(latents[:2])
+        assert len(ref_feats) == tiny_model.denoiser.num_layers == 7
+        widths = [b.norm1.normalized_shape[0] for b in tiny_model.denoiser.blocks]
+        for feat, width in zip(ref_feats, widths):
+            assert feat.shape[0] == 2 and feat.shape[2] == width
+            assert feat.shape[1] in (16 * 16, 8 * 8)
+
+        z, t, cond = random_chunk(tiny_model, batch=2)
+        assert [mf.shape[:2] for mf in cond.motion] == [(2, m)] * 7
+        assert cond.audio_tokens.shape == (2, f, 8, 64)
+        eps = tiny_model.bind(cond)(z, t, branches=("a", "r", "b"))
+        assert eps.shape == (3, 2, f, 4, h, h)
+        assert torch.isfinite(eps).all()
+
+
+def test_window_features_replicates_edges() -> None:
+    feats = torch.arange(6.0).view(1, 6, 1, 1)
+    win = window_features(feats, 2)[0, :, :, 0, 0]
+    assert win[0].tolist() == [0, 0, 0, 1, 2]
+    assert win[3].tolist() == [1, 2, 3, 4, 5]
+    assert win[5].tolist() == [3, 4, 5, 5, 5]
+
+
+def test_mel_frontend_frames_and_locality() -> None:
+    cfg = get_preset("tiny").audio
+    mel = MelFrontend(cfg)
+    assert num_video_frames(640 * 10, cfg) == 10 and num_video_frames(640 * 10 + 1, cfg) == 11
+    gen = torch.Generator().manual_seed(0)
+    wave = torch.randn(1, 640 * 20, generator=gen) * 0.1
+    base = mel(wave)
+    # A change in video frame 10's samples only reaches frames whose STFT windows overlap it.
+    poked = wave.clone()
+    poked[0, 640 * 10 + 300] += 0.5
+    diff = (mel(poked) - base).abs().amax(dim=(0, 2, 3))
+    assert diff[10] > 1e-3
+    assert torch.all(diff[:9] == 0) and torch.all(diff[12:] == 0)
+    # A 440 Hz tone peaks in the mel band that contains 440 Hz.
+    tone = torch.sin(2 * torch.pi * 440 * torch.arange(16000) / 16000)[None]
+    band = mel(tone)[0, 5:20].mean(dim=(0, 1)).argmax().item()
+    fb = mel.filterbank
+    bin_440 = round(440 * cfg.n_fft / 16000)
+    assert band == fb[:, bin_440].argmax().item()
+
+
+def test_wav2vec2_frontend_shapes() -> None:
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    w2v = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, conv_dim=(16,) * 7,
+                                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)).eval()
+    cfg = AudioConfig(kind="wav2vec2", num_layers=2, dim=32)
+    front = Wav2Vec2Frontend(cfg, w2v)
+    with torch.no_grad():
+        out = front(torch.randn(1, 16000 * 2) * 0.1)
+    assert out.shape == (1, 50, 2, 32)
+    with pytest.raises(ValueError, match="preset expects"):
+        Wav2Vec2Frontend(AudioConfig(kind="wav2vec2", num_layers=12, dim=768), w2v)
+
+
+@pytest.mark.parametrize("mode", ["layer_tokens", "layer_mlp", "time_embed"])
+def test_student_equals_teacher_at_init_then_depends_on_cfg(mode: str) -> None:
+    teacher = make_tiny_model(seed=3)
+    randomize_zero_init(teacher)  # a trained teacher has non-zero temporal layers
+    student = teacher.make_student(mode)
+    assert student.denoiser.cfg_conditioned and student.config.cfg.mode == mode
+    z, t, cond = random_chunk(teacher)
+    cfg = torch.tensor([[6.5, 2.0]])
+    with torch.no_grad():
+        eps_teacher = teacher.bind(cond)(z, t, branches=("a",))
+        eps_student = student.bind(cond)(z, t, branches=("a",), cfg=cfg)
+        assert torch.equal(eps_teacher, eps_student)
+
+        randomize_zero_init(student, seed=7)
+        eps_1 = student.bind(cond)(z, t, branches=("a",), cfg=cfg)
+        eps_2 = student.bind(cond)(z, t, branches=("a",), cfg=torch.tensor([[3.0, 1.5]]))
+    assert (eps_1 - eps_2).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="pass cfg"):
+        student.bind(cond)(z, t, branches=("a",))
+    with pytest.raises(ValueError, match="takes no cfg"):
+        teacher.bind(cond)(z, t, branches=("a",), cfg=cfg)
+
+
+def test_branches_change_the_output(tiny_model: FadaModel) -> None:
+    z, t, cond = random_chunk(tiny_model)
+    with torch.no_grad():
+        eps = tiny_model.bind(cond)(z, t, branches=("a", "r", "b"))
+        alone = tiny_model.bind(cond)(z, t, branches=("a",))[0]
+    eps_a, eps_r, eps_b = eps
+    assert (eps_a - eps_r).abs().max() > 1e-4, "zeroing the audio tokens must change eps"
+    assert (eps_r - eps_b).abs().max() > 1e-4, "dropping the reference must change eps"
+    torch.testing.assert_close(eps_a, alone, atol=1e-5, rtol=1e-5)  # batching branches is exact up to float
+
+
+def test_reference_null_equals_attention_without_reference(tiny_model: FadaModel) -> None:
+    """Masked reference keys = attention over h alone: any reference gives the same b-branch."""
+    z, t, cond = random_chunk(tiny_model)
+    with torch.no_grad():
+        eps_b = tiny_model.bind(cond)(z, t, branches=("b",))
+        cond.reference.keys = [k * 0 + 5.0 for k in cond.reference.keys]
+        cond.reference.values = [v.flip(1) for v in cond.reference.values]
+        eps_b_other = tiny_model.bind(cond)(z, t, branches=("b",))
+        eps_a_other = tiny_model.bind(cond)(z, t, branches=("a",))
+    torch.testing.assert_close(eps_b, eps_b_other, atol=1e-6, rtol=1e-6)
+    assert (eps_b - eps_a_other).abs().max() > 1e-4
+
+
+def test_temporal_attention_mixes_frames_and_motion() -> None:
+    model = make_tiny_model(seed=5)
+    z, t, cond = random_chunk(model)
+    den = model.bind(cond)
+    z2 = z.clone()
+    z2[:, 5] += torch.randn_like(z2[:, 5])
+    with torch.no_grad():
+        # zero-initialised temporal layers: frames are independent, motion frames unused
+        base, poked = den(z, t, branches=("a",))[0], den(z2, t, branches=("a",))[0]
+        assert torch.equal(base[:, :5], poked[:, :5]) and not torch.equal(base[:, 5], poked[:, 5])
+        randomize_zero_init(model)
+        base, poked = den(z, t, branches=("a",))[0], den(z2, t, branches=("a",))[0]
+        assert (base[:, 0] - poked[:, 0]).abs().max() > 1e-4, "frame 5 must reach frame 0"
+        other_motion = model.motion_features(torch.randn(1, model.config.motion_frames, 4, 16, 16))
+        cond.motion = other_motion
+        moved = den(z, t, branches=("a",))[0]
+    assert (moved[:, 0] - base[:, 0]).abs().max() > 1e-4, "motion frames must change the first frame"
+
+
+def test_reference_net_freezes_only_unused_tail(tiny_model: FadaModel) -> None:
+    frozen = {n for n, p in tiny_model.reference_net.named_parameters() if not p.requires_grad}
+    assert any("conv_out" in n for n in frozen)
+    latents = torch.randn(2, 4, 16, 16)
+    feats = tiny_model.reference_net(latents)
+    sum(f.square().mean() for f in feats).backward()
+    for name, p in tiny_model.reference_net.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name} is trainable but gets no gradient"
