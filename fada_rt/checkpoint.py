@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fada_rt.config import ModelConfig, VAEConfig, _from_dict
+from fada_rt.config import ModelConfig, VAEConfig, dataclass_from_dict
 from fada_rt.models.audio import Wav2Vec2Frontend, build_audio_frontend
 from fada_rt.models.denoiser import DenoisingUNet
 from fada_rt.models.fada import FadaModel
@@ -181,7 +181,7 @@ def load_vae(path: str | Path, *, expect: VAEConfig | None = None) -> VAE:
     raw = _read_json(folder / CONFIG_NAME)
     if raw.get("format") != VAE_FORMAT:
         raise CheckpointError(f"{folder}: not a fada-rt VAE checkpoint (format {raw.get('format')!r})")
-    config = _from_dict(VAEConfig, raw["vae"], path="vae")
+    config = dataclass_from_dict(VAEConfig, raw["vae"], path="vae")
     if expect is not None:
         a = {**config.__dict__, "scaling_factor": 0}
         b = {**expect.__dict__, "scaling_factor": 0}

@@ -203,10 +203,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, data, path="model")
+        return dataclass_from_dict(cls, data, path="model")
 
 
-def _from_dict(cls: type, data: Any, *, path: str) -> Any:
+def dataclass_from_dict(cls: type, data: Any, *, path: str) -> Any:
     """Build a (nested) frozen dataclass from plain JSON data; unknown keys raise."""
     if not isinstance(data, dict):
         raise TypeError(f"config at {path!r} must be a mapping, got {type(data).__name__}")
@@ -223,7 +223,7 @@ def _from_dict(cls: type, data: Any, *, path: str) -> Any:
 
 def _coerce(hint: Any, value: Any, *, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, path=path)
+        return dataclass_from_dict(hint, value, path=path)
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -250,10 +250,10 @@ def _tiny() -> ModelConfig:
         num_frames=8,
         motion_frames=2,
         vae=VAEConfig(
-            block_out_channels=(32, 64, 64),
+            block_out_channels=(16, 32, 64),
             layers_per_block=1,
             latent_channels=4,
-            norm_num_groups=16,
+            norm_num_groups=8,
             mid_block_add_attention=False,
             scaling_factor=1.0,
         ),
