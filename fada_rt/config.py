@@ -250,7 +250,7 @@ def _tiny() -> ModelConfig:
         num_frames=8,
         motion_frames=2,
         vae=VAEConfig(
-            block_out_channels=(16, 32, 64),
+            block_out_channels=(16, 32, 32),
             layers_per_block=1,
             latent_channels=4,
             norm_num_groups=8,

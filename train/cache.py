@@ -1,0 +1,153 @@
+"""Cache of VAE latents and audio features, so training never decodes video again.
+
+``python -m train.cache --data DIR --vae CKPT --preset tiny --out DIR`` writes one
+``<clip_id>.safetensors`` per clip with ``latents`` (T, C, h, w) — the scaled posterior mean —
+and ``audio`` (T, L, D) — the audio front-end's un-windowed features — both fp16, plus
+``index.json`` naming the VAE (sha256 of its weights), the audio config and every clip's frame
+count. :func:`open_cache` refuses a cache built with another VAE or audio front-end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from fada_rt.config import AudioConfig, ModelConfig, get_preset
+from fada_rt.models.audio import build_audio_frontend
+from fada_rt.models.vae import VAE
+from train.clips import clip_id_of, list_clips, read_clip
+
+INDEX_NAME = "index.json"
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes and values) — identifies a VAE."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(value.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Square frames (T, 3, H, H) resized to the model resolution (area filter when shrinking)."""
+    if frames.shape[-1] == size and frames.shape[-2] == size:
+        return frames
+    if frames.shape[-1] != frames.shape[-2]:
+        raise ValueError(f"training clips must be square, got {tuple(frames.shape[-2:])}")
+    mode = "area" if frames.shape[-1] > size else "bilinear"
+    return torch.nn.functional.interpolate(frames, size=(size, size), mode=mode)
+
+
+@torch.no_grad()
+def build_cache(
+    *,
+    data: str | Path,
+    out: str | Path,
+    vae: VAE,
+    config: ModelConfig,
+    manifest: str | None = None,
+    batch_frames: int = 256,
+) -> Path:
+    """Encode every clip of ``data`` (or of its ``manifest``) into ``out``; existing entries built with
+    the same VAE and audio config are kept (the cache grows incrementally)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = weights_digest(vae)
+    index = _read_index(out) if (out / INDEX_NAME).is_file() else None
+    if index is not None:
+        _check_index(index, digest=digest, audio=config.audio, resolution=config.resolution, where=out)
+    clips: dict[str, int] = dict(index["clips"]) if index else {}
+    frontend = build_audio_frontend(config.audio)
+    vae = vae.eval()
+    paths = list_clips(data, manifest=manifest)
+    for path in tqdm(paths, desc="caching latents", unit="clip"):
+        cid = clip_id_of(path)
+        if cid in clips and (out / f"{cid}.safetensors").is_file():
+            continue
+        clip = read_clip(path)
+        frames = resize_frames(frames_to_tensor(clip.frames), config.resolution)
+        latents = torch.cat([vae.encode(frames[i : i + batch_frames]) for i in range(0, len(frames), batch_frames)])
+        audio = frontend(torch.from_numpy(clip.audio)[None])[0]  # (T, L, D)
+        if audio.shape[0] != latents.shape[0]:
+            raise ValueError(f"clip {cid}: {latents.shape[0]} frames but {audio.shape[0]} audio frames")
+        save_file({"latents": latents.half().contiguous(), "audio": audio.half().contiguous()},
+                  str(out / f"{cid}.safetensors"))
+        clips[cid] = int(latents.shape[0])
+        _write_index(out, digest=digest, config=config, clips=clips)
+    _write_index(out, digest=digest, config=config, clips=clips)
+    return out
+
+
+def _write_index(out: Path, *, digest: str, config: ModelConfig, clips: dict[str, int]) -> None:
+    payload = {"vae_sha256": digest, "audio": asdict(config.audio), "resolution": config.resolution,
+               "latent_channels": config.vae.latent_channels, "clips": dict(sorted(clips.items()))}
+    tmp = out / (INDEX_NAME + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(out / INDEX_NAME)
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    path = folder / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a latent cache ({INDEX_NAME} missing); build it with "
+                                f"python -m train.cache")
+    return json.loads(path.read_text())
+
+
+def _check_index(index: dict[str, Any], *, digest: str | None, audio: AudioConfig, resolution: int,
+                 where: Path) -> None:
+    if digest is not None and index["vae_sha256"] != digest:
+        raise ValueError(f"cache {where} was built with another VAE (sha256 {index['vae_sha256'][:12]}...); "
+                         f"rebuild it with python -m train.cache --out {where}-new")
+    if index["audio"] != asdict(audio) or index["resolution"] != resolution:
+        raise ValueError(f"cache {where} was built for another audio front-end or resolution; rebuild it")
+
+
+def open_cache(folder: str | Path, *, config: ModelConfig, vae_digest: str | None = None,
+               clip_ids: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Load cached clips into memory: ``{clip_id: {"latents": (T,C,h,w), "audio": (T,L,D)}}`` (fp16)."""
+    folder = Path(folder)
+    index = _read_index(folder)
+    _check_index(index, digest=vae_digest, audio=config.audio, resolution=config.resolution, where=folder)
+    ids = clip_ids if clip_ids is not None else list(index["clips"])
+    missing = [i for i in ids if i not in index["clips"]]
+    if missing:
+        raise KeyError(f"cache {folder} lacks clips {missing[:5]} ({len(missing)} in all); extend it with "
+                       f"python -m train.cache")
+    return {cid: load_file(str(folder / f"{cid}.safetensors")) for cid in ids}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from fada_rt.checkpoint import load_vae
+
+    p = argparse.ArgumentParser(description="Cache VAE latents and audio features of a clip dataset.")
+    p.add_argument("--data", required=True, help="dataset folder in the clip format (clips/, manifests)")
+    p.add_argument("--vae", required=True, help="VAE checkpoint folder (python -m train.vae)")
+    p.add_argument("--out", required=True, help="cache folder to create or extend")
+    p.add_argument("--preset", default="tiny", help="model preset whose resolution and audio front-end to use")
+    p.add_argument("--manifest", default=None, help="only the clips of this manifest (e.g. A or B)")
+    args = p.parse_args(argv)
+    config = get_preset(args.preset)
+    vae = load_vae(args.vae, expect=config.vae)
+    config = config.replace(vae=vae.config)
+    build_cache(data=args.data, out=args.out, vae=vae, config=config, manifest=args.manifest)
+
+
+if __name__ == "__main__":
+    main()
