@@ -52,7 +52,7 @@ def test_wrong_preset_role_and_missing_folder(tmp_path: Path) -> None:
         load_model(tmp_path / "t", role="student")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "nope")
-    with pytest.raises(CheckpointError, match="config.json is missing"):
+    with pytest.raises(CheckpointError, match=r"config\.json is missing"):
         load_model(tmp_path)
 
 

@@ -36,11 +36,11 @@ def test_unknown_and_mistyped_keys_are_errors() -> None:
         ModelConfig.from_dict(data)
     data = get_preset("tiny").to_dict()
     data["num_frames"] = "8"
-    with pytest.raises(TypeError, match="model.num_frames"):
+    with pytest.raises(TypeError, match=r"model\.num_frames"):
         ModelConfig.from_dict(data)
     data = get_preset("tiny").to_dict()
     data["cfg"]["mode"] = "tokens"
-    with pytest.raises(ValueError, match="model.cfg.mode"):
+    with pytest.raises(ValueError, match=r"model\.cfg\.mode"):
         ModelConfig.from_dict(data)
     with pytest.raises(ValueError, match="divisible"):
         get_preset("tiny").replace(resolution=70)

@@ -10,6 +10,7 @@ from conftest import make_tiny_model
 
 from train.cache import build_cache, open_cache, weights_digest
 from train.data import ChunkSampler
+from train.loop import LoopConfig
 from train.synthetic.dataset import generate_dataset
 from train.teacher import TeacherObjective, TeacherTrainConfig, fixed_eval_batch, train_teacher
 
@@ -28,10 +29,10 @@ def _sampler(model, cache) -> ChunkSampler:
     return ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2)
 
 
-def _config(**kw) -> TeacherTrainConfig:
-    base = {"batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "ema_decay": 0.9, "checkpoint_every": 1000,
-            "log_every": 5, "p_drop_audio": 0.2, "p_drop_both": 0.2}
-    return TeacherTrainConfig(**{**base, **kw})
+def _config(*, steps: int, checkpoint_every: int = 1000, lr: float = 1e-3) -> TeacherTrainConfig:
+    loop = LoopConfig(steps=steps, lr=lr, warmup_steps=1, ema_decay=0.9, checkpoint_every=checkpoint_every,
+                      log_every=5)
+    return TeacherTrainConfig(loop=loop, batch_size=2, p_drop_audio=0.2, p_drop_both=0.2)
 
 
 def _eval_loss(model, sampler) -> float:

@@ -1,68 +1,47 @@
 """Teacher training: epsilon prediction (paper Eq. 1) of ReferenceNet + denoiser + AudioProj.
 
-``python -m train.teacher --cache DIR --vae DIR --run runs/teacher-tiny --steps 20000`` (tiny), or
+``python -m train.teacher --data DIR --cache DIR --vae DIR --run runs/teacher-tiny`` (tiny), or
 ``accelerate launch -m train.teacher --preset sd15 --init-sd15 DIR --wav2vec2 DIR ...`` on many GPUs —
-one code path: accelerate handles DDP and mixed precision.
+one code path (:mod:`train.loop`): accelerate handles DDP and mixed precision.
 
 Per sample: a chunk from the cache (train/data.py), ``t ~ U{0..999}``, ``z_t = sqrt(abar) x0 +
 sqrt(1-abar) eps``; condition dropout trains the three CFG branches of Eq. 9: with probability
 ``p_drop_both`` neither reference nor audio ("b"), with ``p_drop_audio`` the audio only ("r"),
-otherwise both ("a"). AdamW, linear warm-up, gradient clipping, EMA; resumable checkpoints every
-``checkpoint_every`` steps (exact: all randomness is a function of (seed, step, rank)); metrics in
-``metrics.csv`` and TensorBoard; the EMA teacher is exported as a fada-rt checkpoint at the end
-(``RUN/teacher``) and at every checkpoint (``RUN/teacher-latest``).
+otherwise both ("a"). Checkpoints are exact to resume (all randomness is a function of
+(seed, step, rank)); metrics go to ``metrics.csv`` and TensorBoard; the EMA teacher is exported as a
+fada-rt checkpoint at the end (``RUN/teacher``) and at every checkpoint (``RUN/teacher-latest``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import shutil
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from fada_rt.checkpoint import save_model
-from fada_rt.config import dataclass_from_dict
 from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
 from train.data import ChunkBatch, ChunkSampler
-from train.ema import EMA
-from train.state import latest_step_dir, load_training_state, save_training_state, step_dir
+from train.loop import LoopConfig, command_line, run_training, step_seed
 
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    steps: int = 20000
+    loop: LoopConfig = field(default_factory=LoopConfig)
     batch_size: int = 4
-    lr: float = 2e-4
-    warmup_steps: int = 500
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
     p_drop_audio: float = 0.1
     p_drop_both: float = 0.1
     p_motion_from_reference: float = 0.1
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (GPU)
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.p_drop_audio + self.p_drop_both >= 1:
             raise ValueError("p_drop_audio + p_drop_both must be < 1")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 
 
 class TeacherObjective(nn.Module):
@@ -82,11 +61,6 @@ class TeacherObjective(nn.Module):
         tokens = m.audio_proj(batch.audio) * keep_audio.view(-1, 1, 1, 1).to(batch.x0.dtype)  # (B, F, N, D)
         pred = m.denoiser(z_t, timestep.float(), tokens, reference.keys, reference.values, motion, ref_mask=keep_ref)
         return (pred.float() - eps.float()).square().flatten(1).mean(1)  # (B,)
-
-
-def step_seed(seed: int, step: int, rank: int, *, stream: int) -> int:
-    """A 63-bit seed that depends only on (seed, step, rank, stream) — never on the process."""
-    return int(np.random.SeedSequence([seed, step + 1, rank, stream]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def draw_noise(batch: ChunkBatch, config: TeacherTrainConfig, *, step: int, rank: int
@@ -127,112 +101,20 @@ def train_teacher(
 
     ``stop_after``: return after that global step (tests, and runs split over sessions).
     """
-    from accelerate import Accelerator
-
-    run_dir = Path(run_dir)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-    device = accelerator.device
-    model.to(device)
     objective = TeacherObjective(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    ema = EMA(model, config.ema_decay)
-    start = 0
-    latest = latest_step_dir(run_dir)
-    if latest is not None:
-        meta = load_training_state(latest, model=model, ema=ema, optimizer=optimizer)
-        saved = dataclass_from_dict(TeacherTrainConfig, meta["train_config"], path="train_config")
-        if dataclasses.replace(saved, steps=config.steps) != dataclasses.replace(config, steps=config.steps):
-            raise ValueError(f"{latest} was trained with another config {saved}; use a new --run folder")
-        start = meta["step"]
-        accelerator.print(f"resumed from {latest} at step {start}")
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    rank = accelerator.process_index
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = MetricLog(run_dir, enabled=accelerator.is_main_process)
-    losses: list[float] = []
-    end = config.steps if stop_after is None else min(config.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=config.steps, desc="teacher", unit="step",
-               disable=not accelerator.is_main_process)
-    t0 = time.time()
-    for step in bar:
-        lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+
+    def step_fn(obj: nn.Module, step: int, rank: int, device: torch.device) -> tuple[Tensor, dict[str, float]]:
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)
         eps, t, keep_audio, keep_ref = (x.to(device) for x in draw_noise(batch, config, step=step, rank=rank))
-        with accelerator.autocast():
-            per_sample = objective(batch, eps, t, keep_audio, keep_ref)
-        loss = per_sample.mean()
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(accelerator.unwrap_model(objective).model, step)
-        losses.append(loss.item())
-        done = step + 1
-        if done % config.log_every == 0 or done == end:
-            branch = {"loss_a": per_sample[keep_audio], "loss_r": per_sample[keep_ref & ~keep_audio],
-                      "loss_b": per_sample[~keep_ref]}
-            row = {"step": done, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
-                   "seconds": round(time.time() - t0, 1),
-                   **{k: (v.mean().item() if v.numel() else float("nan")) for k, v in branch.items()}}
-            log.write(row)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if done % config.checkpoint_every == 0 or done == end:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_training_state(step_dir(run_dir, done), model=accelerator.unwrap_model(objective).model,
-                                    ema=ema, optimizer=optimizer, step=done,
-                                    extra={"train_config": dataclasses.asdict(config)})
-                _prune(run_dir, config.keep_checkpoints)
-                save_model(ema.model, run_dir / "teacher-latest", role="teacher",
-                           info={**(info or {}), "step": done, "train_config": dataclasses.asdict(config)})
-        if validate is not None and validate_every and done % validate_every == 0 and accelerator.is_main_process:
-            log.write({"step": done, **validate(ema.model, done)}, kind="val")
-    if end == config.steps and accelerator.is_main_process:
-        save_model(ema.model, run_dir / "teacher", role="teacher",
-                   info={**(info or {}), "step": end, "train_config": dataclasses.asdict(config)})
-    log.close()
-    return losses
+        per_sample = obj(batch, eps, t, keep_audio, keep_ref)
+        branch = {"loss_a": per_sample[keep_audio], "loss_r": per_sample[keep_ref & ~keep_audio],
+                  "loss_b": per_sample[~keep_ref]}
+        logs = {k: (v.mean().item() if v.numel() else float("nan")) for k, v in branch.items()}
+        return per_sample.mean(), logs
 
-
-def _prune(run_dir: Path, keep: int) -> None:
-    done = sorted(p for p in (run_dir / "checkpoints").glob("step_*") if not p.name.endswith(".tmp"))
-    for old in done[:-keep]:
-        shutil.rmtree(old)
-
-
-class MetricLog:
-    """One CSV per kind of row (``metrics.csv`` for training, ``val.csv`` for validation; the header is
-    the first row's keys) plus TensorBoard scalars under ``RUN/tensorboard``."""
-
-    def __init__(self, run_dir: Path, *, enabled: bool = True) -> None:
-        self.run_dir = run_dir
-        self.enabled = enabled
-        self.tb = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def write(self, row: dict[str, Any], *, kind: str = "metrics") -> None:
-        if not self.enabled:
-            return
-        path = self.run_dir / f"{kind}.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)):
-                self.tb.add_scalar(f"{kind}/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+    return run_training(model=model, objective=objective, step_fn=step_fn, loop=config.loop,
+                        run_config=dataclasses.asdict(config), run_dir=run_dir, role="teacher",
+                        stop_after=stop_after, validate=validate, validate_every=validate_every, info=info)
 
 
 def build_teacher_model(*, preset: str, vae: str | None = None, init: str | None = None,
@@ -270,12 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init", default=None, help="start from this fada-rt teacher checkpoint")
     p.add_argument("--init-sd15", default=None, help="local SD1.5 diffusers folder (unet/, vae/)")
     p.add_argument("--wav2vec2", default=None, help="local transformers wav2vec2 folder (sd15 preset)")
-    p.add_argument("--steps", type=int, default=TeacherTrainConfig.steps, help="total optimizer steps")
+    p.add_argument("--steps", type=int, default=LoopConfig.steps, help="total optimizer steps")
     p.add_argument("--batch-size", type=int, default=TeacherTrainConfig.batch_size, help="chunks per step per GPU")
-    p.add_argument("--lr", type=float, default=TeacherTrainConfig.lr, help="peak learning rate")
-    p.add_argument("--ema-decay", type=float, default=TeacherTrainConfig.ema_decay, help="EMA decay")
+    p.add_argument("--lr", type=float, default=LoopConfig.lr, help="peak learning rate")
+    p.add_argument("--ema-decay", type=float, default=LoopConfig.ema_decay, help="EMA decay")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="GPU mixed precision")
-    p.add_argument("--checkpoint-every", type=int, default=TeacherTrainConfig.checkpoint_every,
+    p.add_argument("--checkpoint-every", type=int, default=LoopConfig.checkpoint_every,
                    help="steps between resumable checkpoints")
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
@@ -283,9 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
     p.add_argument("--seed", type=int, default=0, help="seed of data, noise and dropout draws")
     args = p.parse_args(argv)
-    config = TeacherTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-                                mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every,
-                                seed=args.seed)
+    loop = LoopConfig(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
+                      checkpoint_every=args.checkpoint_every)
+    config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed)
     model = build_teacher_model(preset=args.preset, vae=args.vae, init=args.init, init_sd15=args.init_sd15,
                                 wav2vec2=args.wav2vec2)
     cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae),
@@ -299,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.val_data is None:
             raise ValueError("--validate-every needs --val-data (a held-out dataset)")
         validate = Validator(data=args.val_data, run_dir=args.run, num_clips=args.val_clips, sampler="teacher")
-    info = {"command": "python -m train.teacher " + " ".join(argv if argv is not None else sys.argv[1:]),
+    info = {"command": command_line("train.teacher", argv),
             "train_clips": len(sampler), "preset": get_preset(args.preset).preset}
     losses = train_teacher(model=model, sampler=sampler, config=config, run_dir=args.run, stop_after=args.stop_after,
                            validate=validate, validate_every=args.validate_every, info=info)

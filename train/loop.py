@@ -1,0 +1,189 @@
+"""The one training loop of teacher training and distillation.
+
+accelerate (DDP and mixed precision on GPUs, plain on CPU), AdamW with linear warm-up, gradient
+clipping, EMA, resumable checkpoints (:mod:`train.state`), a progress bar and a metric log. The
+caller supplies ``step_fn(step, rank, device) -> (loss, logs)``: everything random inside it must
+be drawn from ``(seed, step, rank)`` (see :func:`step_seed`), which makes a resumed run replay the
+uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from fada_rt.checkpoint import save_model
+from fada_rt.models.fada import FadaModel
+from train.ema import EMA
+from train.state import latest_step_dir, load_training_state, save_training_state, step_dir
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int = 20000
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (GPU)
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+
+
+def step_seed(seed: int, step: int, rank: int, *, stream: int) -> int:
+    """A 63-bit seed that depends only on (seed, step, rank, stream) — never on the process."""
+    return int(np.random.SeedSequence([seed, step + 1, rank, stream]).generate_state(2, np.uint64)[0] >> 1)
+
+
+StepFn = Callable[[nn.Module, int, int, torch.device], tuple[Tensor, dict[str, float]]]
+
+
+def run_training(
+    *,
+    model: FadaModel,
+    objective: nn.Module,
+    step_fn: StepFn,
+    loop: LoopConfig,
+    run_config: dict[str, Any],
+    run_dir: str | Path,
+    role: str,
+    stop_after: int | None = None,
+    validate: Callable[[FadaModel, int], dict[str, float]] | None = None,
+    validate_every: int = 0,
+    info: dict[str, Any] | None = None,
+) -> list[float]:
+    """Train ``model`` (through ``objective``, the module DDP wraps) from the newest checkpoint of
+    ``run_dir``; returns this call's losses. ``run_config`` (JSON-able) must match on resume except
+    for the number of steps. The EMA model is exported as a fada-rt checkpoint of ``role`` at each
+    checkpoint (``RUN/<role>-latest``) and at the end (``RUN/<role>``)."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    accelerator = Accelerator(mixed_precision=loop.mixed_precision, cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    objective.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
+    ema = EMA(model, loop.ema_decay)
+    start = 0
+    latest = latest_step_dir(run_dir)
+    if latest is not None:
+        meta = load_training_state(latest, model=model, ema=ema, optimizer=optimizer)
+        if _without_steps(meta["run_config"]) != _without_steps(run_config):
+            raise ValueError(f"{latest} was trained with another config; use a new run folder.\n"
+                             f"saved: {meta['run_config']}\nnow:   {run_config}")
+        start = meta["step"]
+        accelerator.print(f"resumed from {latest} at step {start}")
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    rank = accelerator.process_index
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = MetricLog(run_dir, enabled=accelerator.is_main_process)
+    steps = loop.steps
+    end = steps if stop_after is None else min(steps, stop_after)
+    info = {**(info or {}), "run_config": run_config}
+    losses: list[float] = []
+    bar = tqdm(range(start, end), initial=start, total=steps, desc=role, unit="step",
+               disable=not accelerator.is_main_process, file=sys.stderr)
+    t0 = time.time()
+    for step in bar:
+        lr = loop.lr * min(1.0, (step + 1) / loop.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with accelerator.autocast():
+            loss, logs = step_fn(objective, step, rank, device)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(params, loop.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(model, step)
+        losses.append(loss.item())
+        done = step + 1
+        if done % loop.log_every == 0 or done == end:
+            log.write({"step": done, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
+                       "seconds": round(time.time() - t0, 1), **logs})
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if done % loop.checkpoint_every == 0 or done == end:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_training_state(step_dir(run_dir, done), model=model, ema=ema, optimizer=optimizer,
+                                    step=done, extra={"run_config": run_config})
+                _prune(run_dir, loop.keep_checkpoints)
+                save_model(ema.model, run_dir / f"{role}-latest", role=role, info={**info, "step": done})
+        if validate is not None and validate_every and done % validate_every == 0 and accelerator.is_main_process:
+            log.write({"step": done, **validate(ema.model, done)}, kind="val")
+    if end == steps and accelerator.is_main_process:
+        save_model(ema.model, run_dir / role, role=role, info={**info, "step": end})
+    log.close()
+    return losses
+
+
+def _without_steps(config: dict[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    loop = dict(out.get("loop", {}))
+    loop.pop("steps", None)
+    out["loop"] = loop
+    return out
+
+
+def _prune(run_dir: Path, keep: int) -> None:
+    done = sorted(p for p in (run_dir / "checkpoints").glob("step_*") if not p.name.endswith(".tmp"))
+    for old in done[:-keep]:
+        shutil.rmtree(old)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+class MetricLog:
+    """One CSV per kind of row (``metrics.csv`` for training, ``val.csv`` for validation; the header is
+    the first row's keys) plus TensorBoard scalars under ``RUN/tensorboard``."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool = True) -> None:
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, row: dict[str, Any], *, kind: str = "metrics") -> None:
+        if not self.enabled:
+            return
+        path = self.run_dir / f"{kind}.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self.tb.add_scalar(f"{kind}/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
