@@ -1,0 +1,150 @@
+"""Embedding API for video-call apps: push PCM in, iterate ``(frame, pts)`` out (DESIGN.md §4).
+
+::
+
+    avatar = StreamingAvatar("face.png", checkpoint="student/")      # prepare once
+    # audio thread (any rate, mono or (n, channels), float or int16):
+    avatar.push_audio(pcm, 48000)
+    # video thread:
+    for frame, pts in avatar:          # frame (H, W, 3) uint8, pts seconds on the audio clock
+        send(frame, pts)
+    # or, in asyncio: async for frame, pts in avatar: ...
+    avatar.end_audio()                 # flush: the iteration ends after the last frame
+
+Frames are generated in the thread that iterates (a pull model: no hidden worker threads); pushes may
+come from any thread. ``pts`` follow the audio sample clock: frame ``k`` is at ``k / 25`` s of the
+pushed audio, so playing the audio delayed by the reported latency keeps lips in sync.
+With ``realtime=True`` (the default: pushes arrive at the pace of a live source) a chunk whose
+successor is already complete is skipped and counted in ``stats["dropped_frames"]``, keeping
+latency bounded; ``realtime=False`` renders every frame (offline use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fada_rt.media import PcmConverter
+from fada_rt.pipeline import Avatar, AvatarPipeline
+from fada_rt.streaming import StreamingSession
+
+Frame = tuple[np.ndarray, float]
+
+
+class StreamingAvatar:
+    def __init__(
+        self,
+        image: str | Path | np.ndarray,
+        *,
+        checkpoint: str | Path | None = None,
+        backend: str = "torch",
+        engine_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        sampler: str = "fast",
+        seed: int = 0,
+        realtime: bool = True,
+        pipeline: AvatarPipeline | None = None,
+    ) -> None:
+        """Load the model (or reuse ``pipeline``) and prepare the portrait ``image`` once."""
+        if pipeline is None:
+            pipeline = AvatarPipeline.from_checkpoint(checkpoint, backend=backend, engine_dir=engine_dir,
+                                                      device=device, dtype=dtype, sampler=sampler)
+        self.pipeline = pipeline
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.session = StreamingSession(pipeline, pipeline.prepare(image), generator=generator, drop_late=realtime)
+        self._converter = PcmConverter()
+        self._cond = threading.Condition()
+        self._pending: deque[Frame] = deque()
+        self._ended = False
+        self._closed = False
+        self._generating = threading.Lock()  # one generating thread at a time
+
+    # ---- input -------------------------------------------------------------------------------------
+    def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
+        """Append PCM: ``(n,)`` or ``(n, channels)``, float in [-1, 1] or int16/int32, any rate."""
+        with self._cond:
+            if self._ended:
+                raise RuntimeError("push_audio after end_audio(): start a new StreamingAvatar for a new stream")
+            samples = self._converter.convert(pcm, sample_rate)
+            self.session.push(samples)
+            self._cond.notify_all()
+
+    def end_audio(self) -> None:
+        """No more audio: the remaining frames (a partial last chunk included) are generated."""
+        with self._cond:
+            if not self._ended:
+                self.session.push(self._converter.flush())
+                self.session.finish()
+                self._ended = True
+            self._cond.notify_all()
+
+    def set_image(self, image: str | Path | np.ndarray) -> Avatar:
+        """Switch the portrait (one ``prepare``; cached portraits are free); takes effect next chunk."""
+        avatar = self.pipeline.prepare(image)
+        with self._generating:
+            self.session.set_avatar(avatar)
+        return avatar
+
+    def close(self) -> None:
+        """Stop: iterators end (frames not yet generated are not produced)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # ---- output ------------------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, Any]:
+        """frames, dropped_frames, fps, latency_ms_{last,mean,max}, audio_seconds, ..."""
+        return self.session.stats_dict()
+
+    def buffered_seconds(self) -> float:
+        """Seconds of pushed audio not yet turned into frames (a producer can throttle on it)."""
+        return self.session.pending_seconds()
+
+    def next_frame(self, timeout: float | None = None) -> Frame | None:
+        """Block until the next frame (generating it if its audio is there); None at the end of the stream.
+
+        ``timeout`` (seconds): raise TimeoutError if no frame can be made in time.
+        """
+        with self._generating:  # pushes are never blocked by generation, only by this short wait
+            if self._closed:
+                return None
+            if self._pending:
+                return self._pending.popleft()
+            with self._cond:
+                if not self._cond.wait_for(self._can_progress, timeout=timeout):
+                    raise TimeoutError(f"no frame within {timeout} s: is audio being pushed?")
+                if self._closed:
+                    return None
+            chunk = self.session.step()  # generation happens here, in the caller's thread
+            if chunk is None:  # the stream is done
+                return None
+            self._pending.extend((frame, float(pts)) for frame, pts in zip(chunk.frames, chunk.pts))
+            return self._pending.popleft()
+
+    def _can_progress(self) -> bool:
+        return self._closed or self.session.done or self.session.chunk_ready()
+
+    def frames(self) -> Iterator[Frame]:
+        """Synchronous iterator of ``(frame (H, W, 3) uint8, pts seconds)`` until the stream ends."""
+        while (item := self.next_frame()) is not None:
+            yield item
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+    async def aframes(self) -> AsyncIterator[Frame]:
+        """Asynchronous iterator; generation runs in a worker thread, never on the event loop."""
+        while (item := await asyncio.to_thread(self.next_frame)) is not None:
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[Frame]:
+        return self.aframes()

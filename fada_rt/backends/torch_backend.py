@@ -1,0 +1,290 @@
+"""The torch backend: the :class:`~fada_rt.models.fada.FadaModel` itself, on CPU or CUDA (DESIGN.md §4).
+
+Options, all off by default (fp32 eager is the reference every other backend is checked against):
+
+* ``dtype=torch.float16`` (or bfloat16) — the networks run in half precision, but every
+  ``GroupNorm``/``LayerNorm`` keeps fp32 weights and computes its statistics in fp32 (inputs cast
+  up, outputs cast back). The audio front-end (STFT / wav2vec2) stays fp32. The sampler's state
+  stays fp32: the bound denoiser casts its inputs to the network dtype and its eps back to fp32,
+  so the PeRFlow/DDIM updates do not accumulate half-precision rounding.
+* ``compile=True`` — ``torch.compile`` of the denoising UNet and the VAE decoder (static shapes:
+  one chunk size per pipeline, so it compiles once).
+* ``cuda_graphs=True`` (CUDA only) — every denoiser call of a chunk (one per sampler step) replays
+  a captured CUDA graph: the chunk's conditions are copied into static buffers once per chunk at
+  :meth:`bind`, then each step copies ``z``/``t``/``cfg`` in and replays. One graph per CFG-branch
+  set; captured lazily on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fada_rt.backends.base import Backend, BackendUnavailable
+from fada_rt.models.fada import BRANCHES, BranchedDenoiser, ChunkConditions, FadaModel, ReferenceCache
+
+_NORMS = (nn.GroupNorm, nn.LayerNorm)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(
+        self,
+        model: FadaModel,
+        *,
+        compile: bool = False,
+        cuda_graphs: bool = False,
+        role: str | None = None,
+    ) -> None:
+        """Wrap an already loaded model; device and dtype are the model's (see :func:`prepare_model`)."""
+        param = next(model.denoiser.parameters())
+        super().__init__(model.config, device=param.device, dtype=param.dtype)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, the model is on {self.device}")
+        if self.dtype != torch.float32:  # half precision: norms and the audio front-end stay fp32
+            keep_norms_fp32(model, dtype=self.dtype)
+            model.audio_encoder.float()
+        self.model = model.eval()
+        self.role = role
+        self.compiled = compile
+        self._decode = self.model.vae.decode
+        self._denoise: Any = self.model.denoiser
+        if compile:
+            self._denoise = torch.compile(self.model.denoiser, dynamic=False)
+            self._decode = torch.compile(self.model.vae.decode, dynamic=False)
+        self._graphs = _CudaGraphRunner(self._denoise) if cuda_graphs else None
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
+        cuda_graphs: bool = False,
+        preset: str | None = None,
+    ) -> TorchBackend:
+        """Load a checkpoint folder (strict; ``preset`` checked when given) onto ``device`` in ``dtype``."""
+        from fada_rt.checkpoint import load_model
+
+        device = _check_device(device)
+        model, meta = load_model(checkpoint, preset=preset, device="cpu", dtype=torch.float32)
+        return cls(prepare_model(model, device=device, dtype=dtype), compile=compile, cuda_graphs=cuda_graphs,
+                   role=meta["role"])
+
+    # ---- the Backend interface ------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        return self.model.vae.encode(images.to(self.device, self.dtype)).float()
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        return self._decode(latents.to(self.device, self.dtype)).float()
+
+    @torch.no_grad()
+    def audio_features(self, wave: Tensor) -> Tensor:
+        return self.model.audio_features(wave.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def audio_tokens(self, windows: Tensor) -> Tensor:
+        return self.model.audio_proj(windows.to(self.device, self.dtype))
+
+    @torch.no_grad()
+    def reference(self, ref_latent: Tensor) -> ReferenceCache:
+        return self.model.reference(ref_latent.to(self.device, self.dtype))
+
+    @torch.no_grad()
+    def motion_features(self, motion_latents: Tensor) -> list[Tensor]:
+        return self.model.motion_features(motion_latents.to(self.device, self.dtype))
+
+    def bind(self, conditions: ChunkConditions):
+        if self._graphs is not None:
+            return self._graphs.bind(conditions, cfg_conditioned=self.cfg_conditioned, dtype=self.dtype)
+        return _CastingDenoiser(self._denoise, conditions, cfg_conditioned=self.cfg_conditioned, dtype=self.dtype)
+
+
+# ---- model preparation ---------------------------------------------------------------------------
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"device {device} was asked for but torch sees no CUDA GPU (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda}); install a CUDA build of torch or use --device cpu"
+        )
+    return device
+
+
+def prepare_model(model: FadaModel, *, device: str | torch.device, dtype: torch.dtype) -> FadaModel:
+    """Move ``model`` to ``device``/``dtype`` for inference; half precision keeps norms and audio in fp32."""
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    model = model.to(device=_check_device(device), dtype=dtype).eval()
+    model.audio_encoder.float()  # STFT / wav2vec2 front-end: fp32 always
+    if dtype != torch.float32:
+        keep_norms_fp32(model, dtype=dtype)
+    return model
+
+
+def keep_norms_fp32(module: nn.Module, *, dtype: torch.dtype) -> int:
+    """Give every GroupNorm/LayerNorm fp32 weights and fp32 statistics inside a half-precision model.
+
+    Inputs are cast to fp32 before the norm and its output back to ``dtype``. Returns how many norms
+    were converted (idempotent: already converted norms are skipped).
+    """
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, _NORMS) and not getattr(sub, "_fada_fp32", False):
+            sub.float()
+            sub.register_forward_pre_hook(_to_fp32)
+            sub.register_forward_hook(_cast_back(dtype))
+            sub._fada_fp32 = True
+            count += 1
+    return count
+
+
+def _to_fp32(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _cast_back(dtype: torch.dtype):
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
+        return output.to(dtype)
+
+    return hook
+
+
+# ---- bound denoisers -----------------------------------------------------------------------------
+
+
+class _CastingDenoiser(BranchedDenoiser):
+    """BranchedDenoiser without autograd; fp32 sampler state in, fp32 eps out, network in ``dtype``."""
+
+    def __init__(self, denoiser: Any, conditions: ChunkConditions, *, cfg_conditioned: bool,
+                 dtype: torch.dtype) -> None:
+        self.denoiser = denoiser
+        self.conditions = conditions
+        self.cfg_conditioned = cfg_conditioned
+        self.dtype = dtype
+
+    @torch.no_grad()
+    def __call__(self, z: Tensor, timestep: Tensor, *, branches: Sequence[str], cfg: Tensor | None = None) -> Tensor:
+        cfg = cfg.to(self.dtype) if cfg is not None else None
+        eps = super().__call__(z.to(self.dtype), timestep.float(), branches=branches, cfg=cfg)
+        return eps.float()  # (len(branches), B, F, C, h, w)
+
+
+class _CudaGraphRunner:
+    """Captured CUDA graphs of the denoiser, one per (branches, shapes); static buffers per chunk.
+
+    At :meth:`bind` the chunk's conditions are tiled for the branch set and copied into the graph's
+    static inputs, so each sampler step only copies ``z``, ``t`` and ``cfg`` and replays.
+    """
+
+    def __init__(self, denoiser: Any) -> None:
+        self.denoiser = denoiser
+        self.graphs: dict[tuple, _Graph] = {}
+        self.pool = None
+
+    def bind(self, conditions: ChunkConditions, *, cfg_conditioned: bool, dtype: torch.dtype) -> _GraphedDenoiser:
+        return _GraphedDenoiser(self, conditions, cfg_conditioned=cfg_conditioned, dtype=dtype)
+
+    def graph(self, key: tuple, inputs: dict[str, Any]) -> _Graph:
+        if key not in self.graphs:
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            self.graphs[key] = _Graph(self.denoiser, inputs, self.pool)
+        return self.graphs[key]
+
+
+class _Graph:
+    def __init__(self, denoiser: Any, inputs: dict[str, Any], pool: Any) -> None:
+        # static copies of every input; the graph reads them by address
+        self.static = {k: _clone_tree(v) for k, v in inputs.items()}
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(2):  # warm-up outside capture (allocator, cuDNN autotune, compile)
+                denoiser(**self.static)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool), torch.no_grad():
+            self.output = denoiser(**self.static)
+
+    def load(self, inputs: dict[str, Any]) -> None:
+        for k, v in inputs.items():
+            _copy_tree(self.static[k], v)
+
+    def replay(self) -> Tensor:
+        self.graph.replay()
+        return self.output
+
+
+class _GraphedDenoiser:
+    def __init__(self, runner: _CudaGraphRunner, conditions: ChunkConditions, *, cfg_conditioned: bool,
+                 dtype: torch.dtype) -> None:
+        self.runner = runner
+        self.conditions = conditions
+        self.cfg_conditioned = cfg_conditioned
+        self.dtype = dtype
+        self.loaded: dict[tuple, _Graph] = {}
+
+    @torch.no_grad()
+    def __call__(self, z: Tensor, timestep: Tensor, *, branches: Sequence[str], cfg: Tensor | None = None) -> Tensor:
+        branches = tuple(branches)
+        if not branches or any(br not in BRANCHES for br in branches):
+            raise ValueError(f"branches must be a non-empty subset of {BRANCHES}, got {branches}")
+        nb, b = len(branches), z.shape[0]
+        key = (branches, tuple(z.shape), cfg is not None)
+        step = {"sample": _tile(z.to(self.dtype), nb), "timestep": _tile(timestep.float().reshape(b), nb),
+                "cfg": _tile(cfg.to(self.dtype), nb) if cfg is not None else None}
+        graph = self.loaded.get(key)
+        if graph is None:
+            chunk = self._chunk_inputs(branches, b)
+            graph = self.runner.graph(key, {**chunk, **step})
+            graph.load(chunk)  # this chunk's conditions (once per chunk and branch set)
+            self.loaded[key] = graph
+        graph.load(step)
+        eps = graph.replay()  # (nb*B, F, C, h, w)
+        return eps.float().view(nb, b, *z.shape[1:]).clone()
+
+    def _chunk_inputs(self, branches: tuple[str, ...], b: int) -> dict[str, Any]:
+        c, nb = self.conditions, len(branches)
+        audio = torch.cat([c.audio_tokens if br == "a" else torch.zeros_like(c.audio_tokens) for br in branches])
+        ref_mask = None
+        if "b" in branches:
+            ref_mask = torch.tensor([br != "b" for br in branches], device=audio.device).repeat_interleave(b)
+        return {
+            "audio_tokens": audio.to(self.dtype),
+            "ref_k": [_tile(k, nb) for k in c.reference.keys],
+            "ref_v": [_tile(v, nb) for v in c.reference.values],
+            "motion": [_tile(m, nb) for m in c.motion],
+            "ref_mask": ref_mask,
+        }
+
+
+def _tile(x: Tensor, n: int) -> Tensor:
+    return x.repeat((n,) + (1,) * (x.dim() - 1))
+
+
+def _clone_tree(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.clone()
+    if isinstance(value, list):
+        return [_clone_tree(v) for v in value]
+    return value
+
+
+def _copy_tree(dst: Any, src: Any) -> None:
+    if isinstance(dst, Tensor):
+        dst.copy_(src)
+    elif isinstance(dst, list):
+        for d, s in zip(dst, src, strict=True):
+            _copy_tree(d, s)

@@ -1,0 +1,353 @@
+"""``python -m fada_rt.live``: a portrait driven live by a microphone or a file (DESIGN.md §4).
+
+Sources: the microphone through sounddevice (optional extra ``live``; Linux needs PortAudio,
+``apt-get install libportaudio2``), or ``--audio-file F`` paced in real time (``--speed``), which
+needs no sounddevice; the run ends when the file does. Audio goes into a
+:class:`~fada_rt.api.StreamingAvatar` (features computed incrementally with bounded look-ahead,
+chunks dropped rather than letting latency grow); frames, with pts on the audio sample clock, go
+to the preview page on 127.0.0.1 (``--no-preview`` to skip) and to ``--record OUT.mp4``. The
+recording is CFR: frames lost to drops are filled with the last frame so picture and sound stay
+aligned; it is closed properly on Ctrl-C, so it plays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from fada_rt.api import StreamingAvatar
+from fada_rt.media import SAMPLE_RATE, PcmConverter, VideoWriter, iter_audio, probe_audio
+from fada_rt.pipeline import AvatarPipeline
+
+DESCRIPTION = ("A portrait driven live by the microphone (or --audio-file paced in real time), with a preview "
+               "page on 127.0.0.1 and an optional --record OUT.mp4.")
+PORTAUDIO_HINT = ('install PortAudio (Debian/Ubuntu: `apt-get install libportaudio2`) and the live extra '
+                  '(`pip install -e ".[live]"`), or use --audio-file F')
+
+
+class LiveInputError(RuntimeError):
+    """The microphone cannot be used (library or device missing); the message says what to do."""
+
+
+# ---- sources --------------------------------------------------------------------------------------
+
+AudioSink = Callable[[np.ndarray], None]
+
+
+def import_sounddevice() -> ModuleType:
+    try:
+        return importlib.import_module("sounddevice")
+    except ImportError as err:
+        raise LiveInputError(f"the microphone needs the sounddevice package: {PORTAUDIO_HINT}") from err
+    except OSError as err:  # sounddevice is installed but libportaudio is not
+        raise LiveInputError(f"the microphone needs the PortAudio library ({err}): {PORTAUDIO_HINT}") from err
+
+
+class MicrophoneSource:
+    """16 kHz mono blocks from an input device (opened at its own rate when 16 kHz is not offered)."""
+
+    realtime = True
+
+    def __init__(self, *, device: int | str | None = None, block_ms: int = 20) -> None:
+        sd = import_sounddevice()
+        try:
+            info = sd.query_devices(device, kind="input")
+        except (ValueError, sd.PortAudioError) as err:
+            raise LiveInputError(f"no usable audio input device{f' {device!r}' if device is not None else ''} "
+                                 f"({err}); connect a microphone, pick one with --input-device (list: "
+                                 f"python -m sounddevice), or use --audio-file F") from err
+        try:
+            sd.check_input_settings(device, channels=1, samplerate=SAMPLE_RATE, dtype="float32")
+            self.rate = SAMPLE_RATE
+        except (ValueError, sd.PortAudioError):
+            self.rate = int(info["default_samplerate"])  # resampled to 16 kHz below
+        self.name = info["name"]
+        self._sd, self._device, self._block = sd, device, self.rate * block_ms // 1000
+        self._stream: Any = None
+        self.overflows = 0
+
+    def start(self, sink: AudioSink, on_end: Callable[[], None]) -> None:
+        converter = PcmConverter()
+
+        def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+            if status.input_overflow:
+                self.overflows += 1
+            sink(converter.convert(indata.copy(), self.rate))
+
+        try:
+            self._stream = self._sd.InputStream(device=self._device, channels=1, samplerate=self.rate,
+                                                dtype="float32", blocksize=self._block, callback=callback)
+            self._stream.start()
+        except self._sd.PortAudioError as err:
+            raise LiveInputError(f"cannot open the microphone {self.name!r}: {err}") from err
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+
+
+class FileSource:
+    """An audio file as a live source: blocks released at ``speed`` x real time on the wall clock.
+
+    ``speed=None``: as fast as the consumer takes it (``backlog`` limits how far ahead it runs).
+    """
+
+    def __init__(self, path: str | Path, *, speed: float | None = 1.0, block_ms: int = 20,
+                 backlog: Callable[[], float] | None = None, max_ahead: float = 1.0) -> None:
+        self.info = probe_audio(path)  # missing / non-audio files fail here, before anything starts
+        if speed is not None and speed <= 0:
+            raise ValueError(f"--speed must be > 0, got {speed}")
+        self.path, self.speed, self.backlog, self.max_ahead = Path(path), speed, backlog, max_ahead
+        self.block = SAMPLE_RATE * block_ms // 1000
+        self.realtime = speed is not None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, sink: AudioSink, on_end: Callable[[], None]) -> None:
+        self._thread = threading.Thread(target=self._run, args=(sink, on_end), name="fada-file-source", daemon=True)
+        self._thread.start()
+
+    def _run(self, sink: AudioSink, on_end: Callable[[], None]) -> None:
+        t0, sent = time.monotonic(), 0
+        try:
+            for block in iter_audio(self.path, block_samples=self.block):
+                if self.speed is not None:
+                    wait = t0 + sent / SAMPLE_RATE / self.speed - time.monotonic()
+                    if self._stop.wait(max(0.0, wait)):
+                        return
+                elif self.backlog is not None:
+                    while self.backlog() > self.max_ahead:
+                        if self._stop.wait(0.002):
+                            return
+                if self._stop.is_set():
+                    return
+                sink(block)
+                sent += block.size
+        except BaseException as err:  # reported by the frame loop (a thread cannot raise into it)
+            self.error = err
+        finally:
+            on_end()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+# ---- recording ------------------------------------------------------------------------------------
+
+
+class LiveRecorder:
+    """CFR mp4 of the live stream: frame k at k/25 s; gaps from dropped chunks filled with the last frame."""
+
+    def __init__(self, path: str | Path, *, size: int, fps: int) -> None:
+        self.writer = VideoWriter(path, size=size, fps=fps)
+        self.fps = fps
+        self.filled = 0
+        self._last: np.ndarray | None = None
+        self._audio: list[np.ndarray] = []
+        self._lock = threading.Lock()  # audio arrives on the source thread
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        with self._lock:
+            self._audio.append(samples)
+
+    def write(self, frame: np.ndarray, pts: float) -> None:
+        k = round(pts * self.fps)
+        if k < self.writer.frames_written:
+            raise ValueError(f"frame at pts {pts} arrived after frame {self.writer.frames_written - 1}")
+        gap = k - self.writer.frames_written
+        if gap:
+            fill = self._last if self._last is not None else frame
+            self.writer.write_frames(np.repeat(fill[None], gap, axis=0))
+            self.filled += gap
+        self._move_audio()
+        self.writer.write_frames(frame[None])
+        self._last = frame
+
+    def _move_audio(self) -> None:
+        with self._lock:
+            blocks, self._audio = self._audio, []
+        for block in blocks:
+            self.writer.write_audio(block)
+
+    def close(self) -> None:
+        self._move_audio()
+        self.writer.close()
+
+
+# ---- the loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveResult:
+    frames: int
+    stats: dict[str, Any]
+    recorded_frames: int | None
+    interrupted: bool
+
+
+def run_live(
+    *,
+    pipeline: AvatarPipeline,
+    image: str | Path | np.ndarray,
+    source: MicrophoneSource | FileSource,
+    record: str | Path | None = None,
+    preview: bool = True,
+    port: int = 8765,
+    size: int = 256,
+    seed: int = 0,
+    stop: threading.Event | None = None,
+    duration: float | None = None,
+    on_frame: Callable[[np.ndarray, float], None] | None = None,
+    report: Callable[[dict[str, Any]], None] | None = None,
+    report_every: float = 1.0,
+) -> LiveResult:
+    """Run until the source ends, ``duration`` seconds of audio were rendered, ``stop`` is set or Ctrl-C."""
+    avatar = StreamingAvatar(image, pipeline=pipeline, seed=seed, realtime=source.realtime)
+    if isinstance(source, FileSource) and source.speed is None:
+        source.backlog = avatar.buffered_seconds
+    recorder = LiveRecorder(record, size=size, fps=pipeline.config.audio.fps) if record is not None else None
+    server = None
+    if preview:
+        from fada_rt.preview import PreviewServer
+
+        server = PreviewServer(port=port, size=size, delay=avatar.session.latency_floor)
+        print(f"preview: {server.start()}", flush=True)
+
+    def sink(samples: np.ndarray) -> None:
+        avatar.push_audio(samples, SAMPLE_RATE)
+        if recorder is not None:
+            recorder.add_audio(samples)
+
+    frames, interrupted, last_report = 0, False, time.monotonic()
+    source.start(sink, avatar.end_audio)
+    try:
+        while True:
+            try:
+                item = avatar.next_frame(timeout=0.25)
+            except TimeoutError:  # no audio yet: look at the stop flag, wait again
+                if stop is not None and stop.is_set():
+                    break
+                continue
+            if item is None:  # the source ended and every frame is out
+                break
+            frame, pts = item
+            frames += 1
+            if recorder is not None:
+                recorder.write(frame, pts)
+            stats = avatar.stats
+            if server is not None:
+                server.update(frame, pts, stats)
+            if on_frame is not None:
+                on_frame(frame, pts)
+            if report is not None and time.monotonic() - last_report >= report_every:
+                report(_live_stats(stats, server, recorder))
+                last_report = time.monotonic()
+            if (stop is not None and stop.is_set()) or (duration is not None and pts >= duration):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        source.stop()
+        avatar.close()
+        if recorder is not None:
+            recorder.close()
+        if server is not None:
+            server.close()
+    if getattr(source, "error", None) is not None:
+        raise source.error
+    stats = _live_stats(avatar.stats, server, recorder)
+    return LiveResult(frames=frames, stats=stats, interrupted=interrupted,
+                      recorded_frames=recorder.writer.frames_written if recorder is not None else None)
+
+
+def _live_stats(stats: dict[str, Any], server: Any, recorder: LiveRecorder | None) -> dict[str, Any]:
+    out = dict(stats)
+    if server is not None:
+        out.update({k: v for k, v in server.stats().items() if k in ("late_frames", "av_offset_ms")})
+    if recorder is not None:
+        out["recorded_frames"] = recorder.writer.frames_written
+        out["filled_frames"] = recorder.filled
+    return out
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    parts = [f"frames {stats['frames']}", f"fps {stats['fps']:.1f}",
+             f"latency {stats['latency_ms_last']:.0f} ms (mean {stats['latency_ms_mean']:.0f}, "
+             f"max {stats['latency_ms_max']:.0f})", f"dropped {stats['dropped_frames']}",
+             f"audio {stats['audio_seconds']:.1f} s"]
+    if "av_offset_ms" in stats:
+        parts.append(f"A/V offset {stats['av_offset_ms']:.0f} ms")
+    return " | ".join(parts)
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fada_rt.generate import add_model_args
+
+    p = argparse.ArgumentParser(prog="python -m fada_rt.live", description=DESCRIPTION)
+    p.add_argument("--image", default=None, help="portrait image (default: examples/face.png)")
+    p.add_argument("--audio-file", default=None, help="use this audio file as the source, paced in real time "
+                   "(no microphone or sounddevice needed); the run ends with the file")
+    p.add_argument("--speed", type=float, default=1.0, help="pace of --audio-file relative to real time (default 1)")
+    p.add_argument("--input-device", default=None, help="sounddevice input device (index or name substring)")
+    p.add_argument("--record", default=None, help="also write the stream to this .mp4 (H.264 + AAC)")
+    p.add_argument("--no-preview", action="store_true", help="do not serve the preview page")
+    p.add_argument("--port", type=int, default=8765, help="preview port on 127.0.0.1 (default 8765; 0: any free port)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of audio")
+    p.add_argument("--size", type=int, default=256, help="preview/recording size in px, even (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
+    add_model_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fada_rt.assets import example_image
+    from fada_rt.backends import BackendUnavailable
+    from fada_rt.generate import pipeline_from_args
+
+    args = build_parser().parse_args(argv)
+    try:
+        image = args.image if args.image is not None else example_image()
+        if args.audio_file is not None:
+            source: MicrophoneSource | FileSource = FileSource(args.audio_file, speed=args.speed)
+        else:
+            device = int(args.input_device) if args.input_device and args.input_device.isdigit() else args.input_device
+            source = MicrophoneSource(device=device)
+            print(f"microphone: {source.name} at {source.rate} Hz", flush=True)
+        pipeline = pipeline_from_args(args)
+        print(f"model: {pipeline.config.preset}, sampler {pipeline.sampler.name} ({pipeline.nfe} NFE per chunk of "
+              f"{pipeline.chunk_frames} frames); Ctrl-C to stop", flush=True)
+        result = run_live(pipeline=pipeline, image=image, source=source, record=args.record,
+                          preview=not args.no_preview, port=args.port, size=args.size, seed=args.seed,
+                          duration=args.duration, report=lambda s: print(format_stats(s), flush=True))
+    except (LiveInputError, ValueError, FileNotFoundError, BackendUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the live loop started (model loading)
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(("interrupted; " if result.interrupted else "done; ") + format_stats(result.stats), flush=True)
+    if args.record is not None:
+        print(f"recording: {args.record} ({result.recorded_frames} frames)", flush=True)
+    return 130 if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

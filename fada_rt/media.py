@@ -1,0 +1,385 @@
+"""Media in and out: portrait images (Pillow), audio decoding (PyAV), H.264 + AAC mp4 writing (PyAV).
+
+Conventions (DESIGN.md §4, brief): 25 fps video; 16 kHz mono float32 audio in [-1, 1]; frame ``k``
+covers samples ``[640 k, 640 (k+1))``.
+
+**Image policy** (:func:`load_image`): decoded with Pillow, EXIF orientation applied, transparency
+composited over white, then centre-cropped to a square on the short side (no face detector is part
+of the runtime: put the face in the middle of the picture) and resized to the model's resolution.
+Images whose short side is under half the model resolution are refused, as are files Pillow cannot
+decode (not an image, truncated, corrupt).
+
+**Audio** (:func:`iter_audio`): anything PyAV/ffmpeg decodes (wav, mp3, m4a, flac, ogg, the audio
+track of an mp4), any rate and channel count, decoded block by block (long files are never held
+in memory), resampled to 16 kHz by libswresample and down-mixed to mono by averaging channels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SAMPLE_RATE = 16000
+FPS = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+AUDIO_HINT = "give an audio file ffmpeg/PyAV can decode (wav, mp3, m4a, flac, ogg, or a video with an audio track)"
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+
+
+# ---- images ----------------------------------------------------------------------------------------
+
+
+def load_image(source: str | Path | np.ndarray | Image.Image, *, resolution: int) -> np.ndarray:
+    """A portrait as uint8 RGB ``(resolution, resolution, 3)`` following the module's image policy."""
+    if isinstance(source, np.ndarray):
+        image = _image_from_array(source)
+    elif isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open_image(Path(source))
+    image = _to_rgb(ImageOps.exif_transpose(image))
+    w, h = image.size
+    min_side = resolution // 2
+    if min(w, h) < min_side:
+        raise ValueError(
+            f"the image is {w}x{h} px; its shorter side must be at least {min_side} px (the model renders "
+            f"{resolution}x{resolution}); use a larger portrait"
+        )
+    side = min(w, h)  # centre crop to a square on the short side
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != resolution:
+        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _open_image(path: Path) -> Image.Image:
+    if not path.exists():
+        raise FileNotFoundError(f"image {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"image {path} is not a file")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated/corrupt data fails here, not later
+            return img.copy()
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{path} is not an image Pillow can read (PNG, JPEG, WebP, BMP, ...)") from err
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path} is a corrupt or truncated image ({err}); re-export or re-download it") from err
+
+
+def _image_from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise ValueError(f"an image array must be uint8 (H, W, 3) RGB, got dtype {array.dtype}")
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        return Image.fromarray(array)
+    raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def save_image(path: str | Path, image: np.ndarray) -> None:
+    Image.fromarray(image).save(path)
+
+
+# ---- audio -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    duration: float | None  # seconds, from the container; None when it does not say
+    sample_rate: int
+    channels: int
+    codec: str
+
+
+def _open_audio(path: str | Path) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"audio file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"audio {path} is not a file")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as err:
+        raise ValueError(f"cannot read audio from {path} ({err}); {AUDIO_HINT}") from err
+    if not container.streams.audio:
+        container.close()
+        raise ValueError(f"{path} has no audio stream; {AUDIO_HINT}")
+    return container, container.streams.audio[0]
+
+
+def probe_audio(path: str | Path) -> AudioInfo:
+    """Container metadata without decoding (the duration may be None for raw streams)."""
+    container, stream = _open_audio(path)
+    with container:
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        return AudioInfo(Path(path), duration, stream.codec_context.sample_rate or 0,
+                         stream.codec_context.channels or 0, stream.codec_context.name)
+
+
+def iter_audio(path: str | Path, *, block_samples: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Decode ``path`` to 16 kHz mono float32 blocks of about ``block_samples`` (the last may be shorter).
+
+    Never holds more than about one block plus one decoded packet. Decoding errors are ValueErrors
+    that say where in the file they happened.
+    """
+    container, stream = _open_audio(path)
+    resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)  # channel layout kept; averaged below
+    pending: list[np.ndarray] = []
+    count = 0
+    decoded = 0
+    with container:
+        try:
+            frames = container.decode(stream)
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    frame = None
+                for out in resampler.resample(frame):
+                    mono = out.to_ndarray().mean(axis=0, dtype=np.float32)  # (ch, n) -> (n,)
+                    pending.append(mono)
+                    count += mono.shape[0]
+                    decoded += mono.shape[0]
+                while count >= block_samples:
+                    block = np.concatenate(pending)
+                    yield block[:block_samples]
+                    rest = block[block_samples:]
+                    pending, count = ([rest] if rest.size else []), rest.shape[0]
+                if frame is None:
+                    break
+        except av.FFmpegError as err:
+            raise ValueError(f"decoding {path} failed after {decoded / SAMPLE_RATE:.2f} s ({err}); "
+                             f"the file is corrupt or truncated") from err
+    if count:
+        yield np.concatenate(pending)
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """The whole file as one 16 kHz mono float32 array (use :func:`iter_audio` for long files)."""
+    blocks = list(iter_audio(path))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def write_wav(path: str | Path, wave: np.ndarray, *, sample_rate: int = SAMPLE_RATE) -> None:
+    """16-bit PCM wav of a mono float wave in [-1, 1] (or (channels, n) for multi-channel)."""
+    import wave as wavelib
+
+    data = np.atleast_2d(np.asarray(wave, dtype=np.float64))
+    pcm = (np.clip(data, -1.0, 1.0) * 32767.0).round().astype("<i2").T  # (n, channels) interleaved
+    with wavelib.open(str(path), "wb") as f:
+        f.setnchannels(data.shape[0])
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.tobytes())
+
+
+def to_mono_float(pcm: np.ndarray) -> np.ndarray:
+    """PCM ``(n,)`` or ``(n, channels)`` (sounddevice's layout), float in [-1, 1] or int16/int32,
+    -> float32 mono ``(n,)`` (channels averaged)."""
+    pcm = np.asarray(pcm)
+    if pcm.ndim not in (1, 2):
+        raise ValueError(f"PCM must be (samples,) or (samples, channels), got shape {pcm.shape}")
+    if pcm.dtype == np.int16:
+        pcm = pcm.astype(np.float32) / 32768.0
+    elif pcm.dtype == np.int32:
+        pcm = pcm.astype(np.float32) / 2147483648.0
+    elif pcm.dtype.kind != "f":
+        raise ValueError(f"PCM must be float (in [-1, 1]), int16 or int32, got {pcm.dtype}")
+    if pcm.ndim == 2:
+        pcm = pcm.mean(axis=1)
+    pcm = pcm.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(pcm)):
+        raise ValueError("PCM contains NaN or infinite samples")
+    return pcm
+
+
+class PcmConverter:
+    """Streaming conversion of pushed PCM at one input rate to 16 kHz mono float32 (libswresample)."""
+
+    def __init__(self) -> None:
+        self.rate: int | None = None
+        self._resampler: av.AudioResampler | None = None
+
+    def convert(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        if not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive int (Hz), got {sample_rate!r}")
+        if self.rate is None:
+            self.rate = sample_rate
+        elif sample_rate != self.rate:
+            raise ValueError(f"sample_rate changed from {self.rate} to {sample_rate} Hz within one stream")
+        mono = to_mono_float(pcm)
+        if sample_rate == SAMPLE_RATE:
+            return mono
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        if mono.size == 0:
+            return mono
+        frame = av.AudioFrame.from_ndarray(mono[None], format="flt", layout="mono")
+        frame.sample_rate = sample_rate
+        return self._collect(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        """The resampler's last buffered samples (call once at the end of the stream)."""
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        return self._collect(self._resampler.resample(None))
+
+    @staticmethod
+    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, np.float32)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
+
+
+# ---- video out -------------------------------------------------------------------------------------
+
+
+class VideoWriter:
+    """H.264 (yuv420p) + AAC mp4 with ``faststart``; frames and audio appended in order.
+
+    Video frame ``k`` gets pts ``k / fps``; audio is written up to the end of the last video frame as
+    frames arrive (so the file interleaves) and trimmed to the video length at :meth:`close`.
+    Always close it (it is a context manager): closing flushes the encoders and writes the index, so
+    an interrupted run still leaves a playable file.
+    """
+
+    def __init__(self, path: str | Path, *, size: int, fps: int = FPS, sample_rate: int = SAMPLE_RATE,
+                 crf: int = 18, audio: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise ValueError(f"output {self.path} must end in one of {VIDEO_SUFFIXES} (H.264 + AAC)")
+        if size < 16 or size % 2:
+            raise ValueError(f"video size must be an even number of pixels >= 16 (yuv420p), got {size}")
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.size, self.fps, self.sample_rate = size, fps, sample_rate
+        self.samples_per_frame = sample_rate // fps
+        self.frames_written = 0
+        self.audio_written = 0
+        self._audio: list[np.ndarray] = []
+        self._audio_buffered = 0
+        self._closed = False
+        self.container = av.open(str(self.path), "w", options={"movflags": "+faststart"})
+        try:
+            self.video = self.container.add_stream("libx264", rate=fps)
+            self.video.width = self.video.height = size
+            self.video.pix_fmt = "yuv420p"
+            self.video.time_base = Fraction(1, fps)
+            self.video.options = {"crf": str(crf), "preset": "veryfast"}
+            self.audio = None
+            if audio:
+                self.audio = self.container.add_stream("aac", rate=sample_rate)
+                self.audio.layout = "mono"
+                self.audio.time_base = Fraction(1, sample_rate)
+        except Exception:
+            self.container.close()
+            raise
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def duration(self) -> float:
+        return self.frames_written / self.fps
+
+    def write_frames(self, frames: np.ndarray) -> None:
+        """frames (n, H, W, 3) uint8 RGB, resized to the output size when needed."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
+        for image in frames:
+            if image.shape[:2] != (self.size, self.size):
+                image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BICUBIC))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = self.frames_written
+            frame.time_base = Fraction(1, self.fps)
+            self.container.mux(self.video.encode(frame))
+            self.frames_written += 1
+        self._drain_audio(self.frames_written * self.samples_per_frame)
+
+    def write_audio(self, samples: np.ndarray) -> None:
+        """Append 16 kHz mono float32 samples (written once video frames cover them)."""
+        if self.audio is None or samples.size == 0:
+            return
+        self._audio.append(np.asarray(samples, dtype=np.float32).reshape(-1))
+        self._audio_buffered += samples.size
+        self._drain_audio(self.frames_written * self.samples_per_frame)
+
+    def _drain_audio(self, until: int) -> None:
+        n = min(until - self.audio_written, self._audio_buffered)
+        if self.audio is None or n <= 0:
+            return
+        data = np.concatenate(self._audio)
+        chunk, rest = data[:n], data[n:]
+        self._audio, self._audio_buffered = ([rest] if rest.size else []), rest.size
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk[None]), format="flt", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.pts = self.audio_written
+        frame.time_base = Fraction(1, self.sample_rate)
+        self.container.mux(self.audio.encode(frame))
+        self.audio_written += n
+
+    def close(self) -> None:
+        """Flush audio up to the video length (the rest is trimmed) and the encoders; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._drain_audio(self.frames_written * self.samples_per_frame)
+            self.container.mux(self.video.encode(None))
+            if self.audio is not None:
+                self.container.mux(self.audio.encode(None))
+        finally:
+            self.container.close()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    width: int
+    height: int
+    fps: float
+    video_duration: float
+    audio_duration: float | None
+    audio_sample_rate: int | None
+    video_codec: str
+    audio_codec: str | None
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Decode every video frame of ``path`` (counting them) and read its audio stream's duration."""
+    with av.open(str(path)) as container:
+        vstream = container.streams.video[0]
+        astream = container.streams.audio[0] if container.streams.audio else None
+        audio_duration = None
+        if astream is not None and astream.duration is not None:
+            audio_duration = float(astream.duration * astream.time_base)
+        info = dict(width=vstream.codec_context.width, height=vstream.codec_context.height,
+                    fps=float(vstream.average_rate or 0), video_codec=vstream.codec_context.name,
+                    audio_codec=astream.codec_context.name if astream is not None else None,
+                    audio_sample_rate=astream.codec_context.sample_rate if astream is not None else None)
+        frames = sum(1 for _ in container.decode(vstream))
+    return VideoInfo(frames=frames, video_duration=frames / info["fps"] if info["fps"] else math.nan,
+                     audio_duration=audio_duration, **info)

@@ -1,0 +1,217 @@
+"""AvatarPipeline: prepare a portrait once, then generate chunk after chunk (DESIGN.md §4).
+
+``prepare(image) -> Avatar``: image policy (:func:`fada_rt.media.load_image`), VAE encode,
+ReferenceNet once, the reference K/V of every layer cached in the :class:`Avatar` (and in a small
+per-pipeline cache keyed by the prepared pixels, so preparing the same portrait again is free).
+Switching avatars costs one ``prepare``, never a rebuild.
+
+``generate(avatar, windows, state) -> (frames, state)``: one chunk of ``F`` frames from its
+windowed audio features ``(1, n, 2w+1, L, D)``, n <= F:
+
+1. conditions = reference K/V (cached) + motion features of ``state.motion_latents`` + audio tokens;
+2. ``denoiser = backend.bind(conditions)`` — the sampler never knows which backend runs;
+3. noise ``(1, F, C, h, w)`` from the pipeline's explicit generator, sampled by the chosen sampler:
+   ``fast`` (PeRFlow 6 steps, CFG-distilled student, 6 NFE), ``balanced`` (6 steps x 3 multi-CFG
+   branches, 18 NFE), ``teacher`` (trailing DDIM 25 steps x 3 branches, 75 NFE);
+4. VAE decode of the first ``n`` latents;
+5. the new motion latents are the last ``M`` generated **latents** (no decode/encode round trip).
+
+The first chunk's motion latents are the reference latent repeated ``M`` times. A partial last chunk
+(n < F) is padded by repeating its last audio window (as :func:`window_features` replicates the
+clip's edge) and its output trimmed to ``n`` frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fada_rt.backends.base import Backend
+from fada_rt.media import load_image
+from fada_rt.models.fada import ReferenceCache
+from fada_rt.sampling import (
+    BALANCED_GUIDANCE,
+    FAST_GUIDANCE,
+    TEACHER_GUIDANCE,
+    DDIMPlan,
+    SampleResult,
+    StudentPlan,
+    ddim_sample,
+    student_sample,
+)
+
+# ---- samplers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A named way of sampling one chunk, and the model it needs."""
+
+    name: str
+    nfe: int
+    role: str  # checkpoint role it needs: "student" or "teacher"
+    cfg_conditioned: bool  # needs a CFG-distilled student (fast) or not
+    run: Callable[..., SampleResult] = field(repr=False)
+
+
+_STUDENT_PLAN = StudentPlan.make(num_steps=6)
+_TEACHER_PLAN = DDIMPlan.trailing(num_steps=25)
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "fast": SamplerSpec("fast", 6, "student", True, lambda *, denoiser, noise: student_sample(
+        denoiser=denoiser, noise=noise, guidance=FAST_GUIDANCE, plan=_STUDENT_PLAN)),
+    "balanced": SamplerSpec("balanced", 18, "student", False, lambda *, denoiser, noise: student_sample(
+        denoiser=denoiser, noise=noise, guidance=BALANCED_GUIDANCE, plan=_STUDENT_PLAN)),
+    "teacher": SamplerSpec("teacher", 75, "teacher", False, lambda *, denoiser, noise: ddim_sample(
+        denoiser=denoiser, noise=noise, guidance=TEACHER_GUIDANCE, plan=_TEACHER_PLAN)),
+}
+
+
+def check_sampler(sampler: str, backend: Backend) -> SamplerSpec:
+    """The sampler spec, after checking the backend's model can run it (a clear error otherwise)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
+    spec = SAMPLERS[sampler]
+    if spec.cfg_conditioned and not backend.cfg_conditioned:
+        raise ValueError(f"sampler {sampler!r} needs a CFG-distilled student (cfg mode layer_tokens etc.); this "
+                         f"model's cfg mode is {backend.config.cfg.mode!r}: use --sampler balanced or a fast student")
+    if not spec.cfg_conditioned and backend.cfg_conditioned:
+        raise ValueError(f"this model is a CFG-distilled student ({backend.config.cfg.mode}): use --sampler fast")
+    role = backend_role(backend)
+    if role is not None and role != spec.role:
+        raise ValueError(f"sampler {sampler!r} runs a {spec.role} but the checkpoint holds a {role}; use "
+                         f"{'--sampler fast/balanced' if role == 'student' else '--sampler teacher'} or another checkpoint")
+    return spec
+
+
+def backend_role(backend: Backend) -> str | None:
+    """The role ("teacher"/"student") of the backend's weights: from the checkpoint (torch) or the
+    engine manifest (onnxruntime, tensorrt); None for a backend built from a bare model."""
+    role = getattr(backend, "role", None)
+    manifest = getattr(backend, "manifest", None)
+    if role is None and manifest is not None:
+        role = manifest.role
+    return role
+
+
+# ---- state ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Avatar:
+    """One prepared portrait: its pixels, latent and the cached reference K/V of every layer."""
+
+    image: np.ndarray  # (H, W, 3) uint8, after crop/resize
+    latent: Tensor  # (1, C, h, w) scaled latent
+    reference: ReferenceCache  # per layer (1, HW_l, C_l)
+    key: str  # sha1 of the prepared pixels
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkState:
+    """What carries over between chunks: the motion latents and the frame counter."""
+
+    motion_latents: Tensor  # (1, M, C, h, w)
+    next_frame: int = 0
+    chunks: int = 0
+
+
+# ---- the pipeline --------------------------------------------------------------------------------
+
+
+class AvatarPipeline:
+    def __init__(self, backend: Backend, *, sampler: str = "fast", cache_size: int = 4) -> None:
+        self.backend = backend
+        self.config = backend.config
+        self.sampler = check_sampler(sampler, backend)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Avatar] = OrderedDict()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path | None = None, *, backend: str = "torch",
+                        engine_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype | None = None, compile: bool = False,
+                        cuda_graphs: bool | None = None, preset: str | None = None,
+                        sampler: str = "fast") -> AvatarPipeline:
+        """Build the backend (``checkpoint`` None = the embedded default student for torch)."""
+        from fada_rt.assets import default_checkpoint
+        from fada_rt.backends import create_backend
+
+        if backend == "torch" and checkpoint is None:
+            checkpoint = default_checkpoint()
+        return cls(create_backend(backend, checkpoint=checkpoint, engine_dir=engine_dir, device=device,
+                                  dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, preset=preset),
+                   sampler=sampler)
+
+    # ---- shapes ----------------------------------------------------------------------------------
+    @property
+    def chunk_frames(self) -> int:
+        return self.config.num_frames
+
+    @property
+    def motion_frames(self) -> int:
+        return self.config.motion_frames
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    @property
+    def nfe(self) -> int:
+        return self.sampler.nfe
+
+    # ---- avatars -----------------------------------------------------------------------------------
+    def prepare(self, image: str | Path | np.ndarray) -> Avatar:
+        """Crop/resize (media image policy), VAE encode and run the ReferenceNet once."""
+        pixels = load_image(image, resolution=self.resolution)
+        key = hashlib.sha1(pixels.tobytes()).hexdigest()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W) in [-1, 1]
+        latent = self.backend.encode(x).float()  # (1, C, h, w)
+        avatar = Avatar(image=pixels, latent=latent, reference=self.backend.reference(latent), key=key)
+        self._cache[key] = avatar
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return avatar
+
+    def initial_state(self, avatar: Avatar) -> ChunkState:
+        """Motion latents of the first chunk: the reference latent repeated M times."""
+        motion = avatar.latent[:, None].expand(-1, self.motion_frames, -1, -1, -1).contiguous()  # (1, M, C, h, w)
+        return ChunkState(motion_latents=motion)
+
+    # ---- chunks -------------------------------------------------------------------------------------
+    def audio_windows(self, wave: np.ndarray | Tensor) -> Tensor:
+        """Offline windowed features of a whole 16 kHz mono clip: (1, T, 2w+1, L, D)."""
+        wave = torch.as_tensor(np.asarray(wave, dtype=np.float32))[None]  # (1, S)
+        return self.backend.audio_features(wave).float()
+
+    def generate(self, avatar: Avatar, windows: Tensor, state: ChunkState, *,
+                 generator: torch.Generator) -> tuple[np.ndarray, ChunkState]:
+        """One chunk: windows (1, n, 2w+1, L, D), 1 <= n <= F -> frames (n, H, W, 3) uint8, next state."""
+        f, m = self.chunk_frames, self.motion_frames
+        if windows.dim() != 5 or windows.shape[0] != 1 or not 1 <= windows.shape[1] <= f:
+            raise ValueError(f"windows must be (1, n, 2w+1, L, D) with 1 <= n <= {f}, got {tuple(windows.shape)}")
+        n = windows.shape[1]
+        if n < f:  # partial last chunk: repeat the last window, trim the output below
+            windows = torch.cat([windows, windows[:, -1:].expand(-1, f - n, -1, -1, -1)], dim=1)
+        conditions = self.backend.conditions(avatar.reference, state.motion_latents, windows)
+        denoiser = self.backend.bind(conditions)
+        c, h = self.config.vae.latent_channels, self.config.latent_size
+        noise = torch.randn((1, f, c, h, h), generator=generator, dtype=torch.float32, device=generator.device)
+        result = self.sampler.run(denoiser=denoiser, noise=noise.to(self.backend.device))
+        latents = result.z0.float()  # (1, F, C, h, w)
+        images = self.backend.decode(latents[0, :n])  # (n, 3, H, W) in [-1, 1]
+        frames = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+        frames = frames.permute(0, 2, 3, 1).cpu().numpy()  # (n, H, W, 3)
+        motion = torch.cat([state.motion_latents.to(latents.device), latents[:, :n]], dim=1)[:, -m:]
+        return frames, ChunkState(motion_latents=motion.contiguous(), next_frame=state.next_frame + n,
+                                  chunks=state.chunks + 1)

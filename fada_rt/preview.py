@@ -1,0 +1,181 @@
+"""The live preview page: a tiny threaded stdlib HTTP server on 127.0.0.1 (DESIGN.md §4).
+
+Routes: ``/`` the page, ``/frame.jpg`` the frame due now (JPEG), ``/stats.json`` the live stats
+(fps, latency, dropped frames, A/V offset, ...). The page polls both; no dependencies beyond Pillow.
+
+Frames arrive in bursts (a whole chunk at once); the server plays them out on the audio clock:
+the first frame fixes ``anchor = arrival - pts + delay`` (delay: one chunk of headroom), and frame
+``pts`` is due at ``anchor + pts``. A frame that arrives after its due time is shown at once and
+its lateness is reported as ``av_offset_ms`` (how far the picture trails audio played with the
+same fixed delay); ``late_frames`` counts them. Dropping late chunks upstream keeps it bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>fada-rt live</title>
+<style>
+ body { background:#111; color:#ddd; font:14px system-ui, sans-serif; margin:2em; }
+ img { width:{size}px; height:{size}px; image-rendering:auto; background:#000; display:block; }
+ table { margin-top:1em; border-collapse:collapse; } td { padding:2px 12px 2px 0; }
+ td:last-child { text-align:right; font-variant-numeric:tabular-nums; }
+</style></head><body>
+<h3>fada-rt live preview</h3>
+<img id="frame" alt="waiting for the first frame...">
+<table id="stats"></table>
+<script>
+const img = document.getElementById("frame"), table = document.getElementById("stats");
+let busy = false;
+async function frame() {
+  if (busy) return; busy = true;
+  try {
+    const r = await fetch("frame.jpg?t=" + Date.now(), {cache: "no-store"});
+    if (r.ok) { const url = URL.createObjectURL(await r.blob()); const old = img.src; img.src = url;
+                if (old.startsWith("blob:")) URL.revokeObjectURL(old); }
+  } catch (e) {} finally { busy = false; }
+}
+async function stats() {
+  try {
+    const s = await (await fetch("stats.json", {cache: "no-store"})).json();
+    table.innerHTML = Object.entries(s).map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
+  } catch (e) {}
+}
+setInterval(frame, 40); setInterval(stats, 500);
+</script></body></html>
+"""
+
+
+class PreviewServer:
+    """Serve the latest due frame and stats; :meth:`update` is called by the frame loop."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, size: int = 256, delay: float = 0.32,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size
+        self.delay = delay
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[float, np.ndarray]] = deque()  # (due wall time, frame)
+        self._current: np.ndarray | None = None
+        self._current_id = -1
+        self._jpeg: tuple[int, bytes] | None = None
+        self._frame_id = 0
+        self._anchor: float | None = None
+        self._stats: dict[str, Any] = {}
+        self.late_frames = 0
+        self.max_lateness = 0.0
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler(self))
+        except OSError as err:
+            raise ValueError(f"cannot serve the preview on {host}:{port} ({err}); pass --port 0 for any free "
+                             f"port, or --no-preview") from err
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fada-preview", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> str:
+        self._thread.start()
+        return self.url
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> PreviewServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- producer side --------------------------------------------------------------------------
+    def update(self, frame: np.ndarray, pts: float, stats: dict[str, Any] | None = None) -> None:
+        now = self.clock()
+        with self._lock:
+            if self._anchor is None:
+                self._anchor = now - pts + self.delay
+            due = self._anchor + pts
+            lateness = now - due
+            if lateness > 0:
+                self.late_frames += 1
+                self.max_lateness = max(self.max_lateness, lateness)
+            self._queue.append((due, frame))
+            if stats is not None:
+                self._stats = dict(stats)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._stats, "late_frames": self.late_frames,
+                    "av_offset_ms": round(self.max_lateness * 1000, 1)}
+
+    # ---- consumer side --------------------------------------------------------------------------
+    def current_frame(self) -> tuple[int, np.ndarray] | None:
+        """The latest frame that is due (frames not yet due wait in the queue)."""
+        now = self.clock()
+        with self._lock:
+            while self._queue and (self._queue[0][0] <= now or self._current is None):
+                self._current = self._queue.popleft()[1]
+                self._current_id += 1
+            if self._current is None:
+                return None
+            return self._current_id, self._current
+
+    def jpeg(self) -> bytes | None:
+        current = self.current_frame()
+        if current is None:
+            return None
+        ident, frame = current
+        cached = self._jpeg
+        if cached is not None and cached[0] == ident:
+            return cached[1]
+        buf = io.BytesIO()
+        Image.fromarray(frame).resize((self.size, self.size), Image.Resampling.BICUBIC).save(buf, "JPEG",
+                                                                                             quality=90)
+        self._jpeg = (ident, buf.getvalue())
+        return self._jpeg[1]
+
+
+def _handler(preview: PreviewServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path in ("/", "/index.html"):
+                self._send(200, "text/html; charset=utf-8", PAGE.replace("{size}", str(preview.size)).encode())
+            elif path == "/frame.jpg":
+                data = preview.jpeg()
+                if data is None:
+                    self._send(503, "text/plain", b"no frame yet")
+                else:
+                    self._send(200, "image/jpeg", data)
+            elif path == "/stats.json":
+                self._send(200, "application/json", json.dumps(preview.stats()).encode())
+            else:
+                self._send(404, "text/plain", b"not found")
+
+        def _send(self, code: int, ctype: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep the terminal for stats
+            return
+
+    return Handler

@@ -1,0 +1,293 @@
+"""Streaming: incremental audio features and the chunk loop shared by offline and live runs (DESIGN.md §4).
+
+:class:`AudioFeatureStream` turns pushed 16 kHz mono blocks into the windowed features of whole
+frames as soon as they are exact. Frame ``k`` covers samples ``[640 k, 640 (k+1))``; its window
+reads frames ``k-w .. k+w`` (w = 2) and each of those reads ``left`` samples before and ``right``
+samples after its span (mel: the STFT half window minus half a hop, 120 samples each side). So frame
+``k`` is ready once samples up to ``640 (k + w + 1) + right`` have arrived: the look-ahead is
+``w`` frames plus ``right`` samples (87.5 ms at 25 fps). Features are computed by the backend on a
+segment that starts ``w + ceil(left / 640)`` frames before the chunk, so every value used is
+computed from the same samples as offline: for the ``mel`` front-end the streamed features equal
+:meth:`AvatarPipeline.audio_windows` on the whole clip (``tests/test_streaming.py`` states the
+tolerance). wav2vec2 has a global receptive field: with its bounded context (2 s left, 0.2 s
+right) the streamed features approximate the offline ones.
+
+:class:`StreamingSession` is the chunk loop: push audio, ``step()`` generates the next chunk when
+its features are ready, frame ``k`` gets pts ``k / 25`` on the audio sample clock. With
+``drop_late`` (live), when a newer chunk is already complete the older one is skipped (its frames
+counted as dropped) instead of letting latency grow: frames are dropped, never drifted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fada_rt.config import AudioConfig
+from fada_rt.pipeline import Avatar, AvatarPipeline, ChunkState
+
+# ---- incremental features ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """Samples outside a frame's own span that its (unwindowed) features read."""
+
+    left: int
+    right: int
+    exact: bool  # streamed features equal the offline ones (bounded receptive field)
+
+    @classmethod
+    def for_config(cls, audio: AudioConfig) -> FeatureContext:
+        if audio.kind == "mel":
+            left = audio.n_fft // 2 - audio.hop_length // 2  # MelFrontend.left_pad
+            return cls(left=left, right=audio.n_fft - audio.hop_length - left, exact=True)
+        return cls(left=2 * audio.sample_rate, right=audio.sample_rate // 5, exact=False)
+
+
+class AudioFeatureStream:
+    """Windowed features ``(1, n, 2w+1, L, D)`` of consecutive frames from pushed audio blocks.
+
+    ``extract`` is the backend's offline feature function ``(1, S) -> (1, T, 2w+1, L, D)``.
+    Memory is bounded: samples older than the context of the next frame are dropped.
+    """
+
+    def __init__(self, extract: Callable[[Tensor], Tensor], audio: AudioConfig,
+                 context: FeatureContext | None = None) -> None:
+        self.extract = extract
+        self.spf = audio.samples_per_frame
+        self.window = audio.window
+        self.context = context if context is not None else FeatureContext.for_config(audio)
+        self.left_frames = math.ceil(self.context.left / self.spf)
+        self.total = 0  # samples pushed
+        self.finished = False
+        self.next_frame = 0
+        self._buf = np.zeros(0, np.float32)
+        self._buf_start = 0  # global index of _buf[0]
+        self.max_buffered = 0
+
+    @property
+    def buffered(self) -> int:
+        return self._buf.shape[0]
+
+    @property
+    def total_frames(self) -> int | None:
+        """ceil(S / 640) once the stream is finished; None before."""
+        return math.ceil(self.total / self.spf) if self.finished else None
+
+    @property
+    def lookahead(self) -> int:
+        """Samples needed after a frame's end before its features are exact."""
+        return self.window * self.spf + self.context.right
+
+    @property
+    def ready(self) -> int:
+        """Frames whose features can be popped now."""
+        if self.finished:
+            return self.total_frames - self.next_frame
+        exact_end = (self.total - self.context.right) // self.spf - self.window  # frames k < exact_end
+        return max(0, exact_end - self.next_frame)
+
+    @property
+    def done(self) -> bool:
+        return self.finished and self.next_frame >= self.total_frames
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append 16 kHz mono float32 samples."""
+        if self.finished:
+            raise RuntimeError("audio pushed after the stream was finished")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if samples.size:
+            self._buf = np.concatenate([self._buf, samples])
+            self.total += samples.size
+            self.max_buffered = max(self.max_buffered, self.buffered)
+
+    def finish(self) -> None:
+        """No more audio: the remaining frames (zero-padded at the end, as offline) become ready."""
+        self.finished = True
+
+    def pop(self, n: int) -> Tensor:
+        """Features of the next ``n`` frames, ``(1, n, 2w+1, L, D)``."""
+        if not 1 <= n <= self.ready:
+            raise ValueError(f"asked for {n} frames, {self.ready} are ready")
+        k0, k1 = self.next_frame, self.next_frame + n
+        first = max(0, k0 - self.window - self.left_frames)  # segment start frame
+        end = min(self.total, (k1 + self.window) * self.spf + self.context.right)
+        segment = self._buf[first * self.spf - self._buf_start:end - self._buf_start]
+        feats = self.extract(torch.from_numpy(segment.copy())[None])  # (1, T_seg, 2w+1, L, D)
+        out = feats[:, k0 - first:k1 - first].float()
+        self._advance(k1)
+        return out
+
+    def skip(self, n: int) -> None:
+        """Drop the next ``n`` ready frames without computing them."""
+        if not 0 <= n <= self.ready:
+            raise ValueError(f"cannot skip {n} frames, {self.ready} are ready")
+        self._advance(self.next_frame + n)
+
+    def _advance(self, frame: int) -> None:
+        self.next_frame = frame
+        keep_from = max(0, frame - self.window - self.left_frames) * self.spf
+        if keep_from > self._buf_start:
+            self._buf = self._buf[keep_from - self._buf_start:].copy()
+            self._buf_start = keep_from
+
+
+# ---- the chunk loop ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkOutput:
+    frames: np.ndarray  # (n, H, W, 3) uint8
+    first_frame: int  # global index of frames[0]; pts = index / fps
+    dropped_before: int  # frames skipped just before this chunk (drop_late)
+    fps: int
+    latency: np.ndarray  # (n,) seconds from the arrival of each frame's audio centre to emission
+
+    @property
+    def pts(self) -> np.ndarray:
+        return (self.first_frame + np.arange(len(self.frames))) / self.fps
+
+
+@dataclass
+class SessionStats:
+    frames: int = 0
+    dropped_frames: int = 0
+    chunks: int = 0
+    audio_seconds: float = 0.0
+    fps: float = 0.0  # generated frames per wall second (recent chunks)
+    latency_ms_last: float = 0.0
+    latency_ms_mean: float = 0.0
+    latency_ms_max: float = 0.0
+    max_buffered_samples: int = 0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+class StreamingSession:
+    """Push 16 kHz mono audio, pull chunks of frames with pts on the audio sample clock."""
+
+    def __init__(self, pipeline: AvatarPipeline, avatar: Avatar, *, generator: torch.Generator,
+                 drop_late: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pipeline = pipeline
+        self.avatar = avatar
+        self.generator = generator
+        self.drop_late = drop_late
+        self.clock = clock
+        audio = pipeline.config.audio
+        self.fps = audio.fps
+        self.spf = audio.samples_per_frame
+        self.sample_rate = audio.sample_rate
+        self.features = AudioFeatureStream(pipeline.backend.audio_features, audio)
+        self.state: ChunkState = pipeline.initial_state(avatar)
+        self.stats = SessionStats()
+        self._arrivals: deque[tuple[int, float]] = deque()  # (end sample of a pushed block, arrival time)
+        self._recent: deque[tuple[float, int]] = deque(maxlen=16)  # (emit time, frames) for the fps estimate
+        self._latency_sum = 0.0
+        self._lock = threading.Lock()  # guards features, arrivals and stats
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.pipeline.chunk_frames
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self.features.done
+
+    @property
+    def latency_floor(self) -> float:
+        """Seconds of audio a frame waits for before it can be generated (chunk + look-ahead)."""
+        return (self.chunk_frames * self.spf + self.features.lookahead) / self.sample_rate
+
+    def pending_seconds(self) -> float:
+        """Audio pushed but not yet generated (or dropped), in seconds."""
+        with self._lock:
+            return (self.features.total - self.features.next_frame * self.spf) / self.sample_rate
+
+    def stats_dict(self) -> dict[str, float | int]:
+        """A consistent snapshot of the stats (thread-safe)."""
+        with self._lock:
+            return {**self.stats.to_dict(), "latency_floor_ms": round(self.latency_floor * 1000, 1)}
+
+    def push(self, samples: np.ndarray, *, arrival: float | None = None) -> None:
+        """Append 16 kHz mono samples (thread-safe: a capture thread may push while another steps)."""
+        with self._lock:
+            self.features.push(samples)
+            self._arrivals.append((self.features.total, self.clock() if arrival is None else arrival))
+            self.stats.audio_seconds = self.features.total / self.sample_rate
+            self.stats.max_buffered_samples = self.features.max_buffered
+
+    def finish(self) -> None:
+        with self._lock:
+            self.features.finish()
+
+    def set_avatar(self, avatar: Avatar) -> None:
+        """Switch portraits between chunks (call from the stepping thread); motion restarts from it."""
+        self.avatar = avatar
+        self.state = dataclasses.replace(self.pipeline.initial_state(avatar), next_frame=self.state.next_frame,
+                                         chunks=self.state.chunks)
+
+    def chunk_ready(self) -> bool:
+        with self._lock:
+            ready = self.features.ready
+            return ready >= self.chunk_frames or (self.features.finished and ready > 0)
+
+    def step(self) -> ChunkOutput | None:
+        """Generate the next chunk if its audio is complete (else None); pushes are not blocked meanwhile."""
+        f = self.chunk_frames
+        with self._lock:
+            ready = self.features.ready
+            if not (ready >= f or (self.features.finished and ready > 0)):
+                return None
+            dropped = 0
+            while self.drop_late and self.features.ready >= 2 * f:  # a newer chunk is complete: skip this one
+                self.features.skip(f)
+                dropped += f
+            first = self.features.next_frame
+            n = min(f, self.features.ready)
+            windows = self.features.pop(n)  # (1, n, 2w+1, L, D)
+        state = dataclasses.replace(self.state, next_frame=first)
+        frames, self.state = self.pipeline.generate(self.avatar, windows, state, generator=self.generator)
+        now = self.clock()
+        with self._lock:
+            centres = (first + np.arange(n)) * self.spf + self.spf // 2
+            latency = np.array([now - self._arrival_of(int(c)) for c in centres])
+            self._prune_arrivals(first * self.spf)
+            self._update_stats(n, dropped, latency, now)
+        return ChunkOutput(frames=frames, first_frame=first, dropped_before=dropped, fps=self.fps, latency=latency)
+
+    def _arrival_of(self, sample: int) -> float:
+        ends = [e for e, _ in self._arrivals]
+        i = bisect.bisect_right(ends, sample)
+        return self._arrivals[min(i, len(self._arrivals) - 1)][1]
+
+    def _prune_arrivals(self, before_sample: int) -> None:
+        while len(self._arrivals) > 1 and self._arrivals[0][0] <= before_sample:
+            self._arrivals.popleft()
+
+    def _update_stats(self, n: int, dropped: int, latency: np.ndarray, now: float) -> None:
+        s = self.stats
+        s.frames += n
+        s.dropped_frames += dropped
+        s.chunks += 1
+        self._latency_sum += float(latency.sum())
+        s.latency_ms_last = float(latency[0]) * 1000
+        s.latency_ms_mean = self._latency_sum / s.frames * 1000
+        s.latency_ms_max = max(s.latency_ms_max, float(latency.max()) * 1000)
+        self._recent.append((now, n))
+        if len(self._recent) > 1:
+            span = self._recent[-1][0] - self._recent[0][0]
+            s.fps = sum(k for _, k in list(self._recent)[1:]) / span if span > 0 else 0.0
+        s.max_buffered_samples = self.features.max_buffered

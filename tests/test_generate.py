@@ -1,0 +1,169 @@
+"""``python -m fada_rt.generate``: a playable mp4 of the right length, and every bad input's error."""
+
+from __future__ import annotations
+
+import logging
+import math
+import wave as wavelib
+
+import av
+import numpy as np
+import pytest
+from conftest import make_tiny_model, randomize_zero_init
+from PIL import Image
+
+from fada_rt.assets import DEFAULT_CHECKPOINT
+from fada_rt.checkpoint import save_model
+from fada_rt.generate import generate_video, main
+from fada_rt.media import probe_video, write_wav
+from fada_rt.pipeline import AvatarPipeline
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    model = make_tiny_model(seed=2).make_student("layer_tokens")
+    randomize_zero_init(model)
+    save_model(model, root / "fast", role="student")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)).save(root / "face.png")
+    rate, seconds = 22050, 1.37  # stereo at an odd rate; 34.25 frames -> 35
+    t = np.arange(round(rate * seconds)) / rate
+    speech = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    write_wav(root / "speech.wav", np.stack([speech, 0.5 * speech]), sample_rate=rate)
+    return root
+
+
+def run_cli(*args: str) -> int:
+    return main([*map(str, args), "--no-progress"])
+
+
+def test_generate_writes_a_playable_mp4_of_the_right_length(files, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert run_cli("--image", files / "face.png", "--audio", files / "speech.wav", "--checkpoint",
+                   files / "fast", "--out", out) == 0
+    info = probe_video(out)  # decodes every frame
+    duration = round(22050 * 1.37) / 22050
+    assert info.frames == math.ceil(duration * 25) == 35
+    assert (info.video_codec, info.audio_codec, info.width, info.height, info.fps) == ("h264", "aac", 256, 256, 25)
+    assert abs(info.audio_duration - duration) <= 1 / 25
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert np.std(frames[0]) > 1  # a picture, not a blank frame
+
+
+def test_default_run_needs_only_out(tmp_path, capsys):
+    """README's main command: the shipped student on the examples; until the student is shipped it
+    fails with a message saying so (no random weights)."""
+    code = run_cli("--out", tmp_path / "demo.mp4")
+    if (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+        assert code == 0
+        assert probe_video(tmp_path / "demo.mp4").frames > 0
+    else:
+        assert code == 2
+        assert "default tiny student is not shipped" in capsys.readouterr().err
+        assert not (tmp_path / "demo.mp4").exists()
+
+
+def write_hour_wav(path) -> None:
+    with wavelib.open(str(path), "wb") as w:  # 1 h at 1 kHz, 8 bit: 3.6 MB
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(1000)
+        w.writeframes(bytes([128]) * 3_600_000)
+
+
+BAD_INPUTS = {
+    "not an image": ("image", lambda p: p.write_text("hello"), "is not an image Pillow can read"),
+    "corrupt image": ("image", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), "not an image|corrupt"),
+    "tiny image": ("image", lambda p: Image.new("RGB", (20, 20)).save(p, format="PNG"), "at least 32 px"),
+    "empty audio": ("audio", lambda p: write_wav(p, np.zeros(0)), "contains no audio samples"),
+    "hour-long audio": ("audio", write_hour_wav, "3600.0 s long, over --max-duration 600 s"),
+    "not audio": ("audio", lambda p: p.write_bytes(b"\x00garbage" * 50), "cannot read audio from"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_give_clear_errors_and_no_output(files, tmp_path, capsys, case):
+    which, make, message = BAD_INPUTS[case]
+    bad = tmp_path / ("bad.png" if which == "image" else "bad.wav")
+    make(bad)
+    args = {"image": files / "face.png", "audio": files / "speech.wav"}
+    args[which] = bad
+    out = tmp_path / "out.mp4"
+    assert run_cli("--image", args["image"], "--audio", args["audio"], "--checkpoint", files / "fast",
+                   "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert any(m in err for m in message.split("|")), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--preset", "sd15"], "is a checkpoint of preset 'tiny', but preset 'sd15' was asked for"),
+    (["--sampler", "balanced"], "use --sampler fast"),
+    (["--backend", "onnxruntime", "--engine-dir", "/nonexistent/engines"], "python -m export"),
+    (["--audio", "/nonexistent/a.wav"], "audio file /nonexistent/a.wav does not exist"),
+])
+def test_bad_model_settings_give_clear_errors(files, tmp_path, capsys, extra, message):
+    base = {"--image": str(files / "face.png"), "--audio": str(files / "speech.wav"), "--out": str(tmp_path / "o.mp4")}
+    if "--backend" not in extra:
+        base["--checkpoint"] = str(files / "fast")
+    for flag, value in zip(extra[::2], extra[1::2]):
+        base[flag] = value
+    assert run_cli(*[x for kv in base.items() for x in kv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_silent_audio_is_allowed_and_reported(files, tmp_path, caplog):
+    write_wav(tmp_path / "quiet.wav", np.zeros(8000))
+    pipeline = AvatarPipeline.from_checkpoint(files / "fast")
+    with caplog.at_level(logging.WARNING, logger="fada_rt.generate"):
+        result = generate_video(pipeline=pipeline, image=files / "face.png", audio=tmp_path / "quiet.wav",
+                                out=tmp_path / "q.mp4", progress=False)
+    assert result.silent and result.frames == probe_video(tmp_path / "q.mp4").frames == 13
+    assert "is silent" in caplog.text
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_run_leaves_a_playable_partial_file(files, tmp_path, error):
+    pipeline = AvatarPipeline.from_checkpoint(files / "fast")
+    seen = []
+
+    def stop_after_two(chunk):
+        seen.append(chunk)
+        if len(seen) == 2:
+            raise error("stop")
+
+    out = tmp_path / "partial.mp4"
+    with pytest.raises(error):
+        generate_video(pipeline=pipeline, image=files / "face.png", audio=files / "speech.wav", out=out,
+                       progress=False, on_chunk=stop_after_two)
+    info = probe_video(out)
+    assert info.frames == 16
+    assert info.audio_duration <= 16 / 25 + 1 / 25
+
+
+def test_failure_before_the_first_frame_leaves_no_file(files, tmp_path):
+    pipeline = AvatarPipeline.from_checkpoint(files / "fast")
+
+    def fail(chunk):
+        raise RuntimeError("boom")
+
+    class FailingDecode:  # make the very first chunk fail inside the pipeline
+        def __init__(self, backend):
+            self.inner = backend
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def decode(self, latents):
+            raise RuntimeError("decoder failed")
+
+    pipeline.backend = FailingDecode(pipeline.backend)
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        generate_video(pipeline=pipeline, image=files / "face.png", audio=files / "speech.wav",
+                       out=tmp_path / "none.mp4", progress=False, on_chunk=fail)
+    assert not (tmp_path / "none.mp4").exists()

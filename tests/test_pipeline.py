@@ -1,0 +1,264 @@
+"""AvatarPipeline over the torch backend: avatar cache, motion latents, samplers, precision, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_model, randomize_zero_init
+
+from fada_rt.backends import BackendUnavailable, create_backend
+from fada_rt.backends.torch_backend import TorchBackend, keep_norms_fp32
+from fada_rt.checkpoint import CheckpointError, save_model
+from fada_rt.pipeline import AvatarPipeline
+
+
+class Recorder:
+    """Wraps a backend and records the calls the pipeline makes."""
+
+    def __init__(self, backend):
+        self.inner = backend
+        self.calls: dict[str, int] = {}
+        self.decoded: list[torch.Tensor] = []
+        self.motion_in: list[torch.Tensor] = []
+        self.tokens: list[torch.Tensor] = []
+        self.branch_evals = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _count(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def encode(self, images):
+        self._count("encode")
+        return self.inner.encode(images)
+
+    def reference(self, latent):
+        self._count("reference")
+        return self.inner.reference(latent)
+
+    def decode(self, latents):
+        self.decoded.append(latents.clone())
+        return self.inner.decode(latents)
+
+    def conditions(self, reference, motion_latents, windows):
+        self.motion_in.append(motion_latents.clone())
+        cond = self.inner.conditions(reference, motion_latents, windows)
+        self.tokens.append(cond.audio_tokens)
+        return cond
+
+    def bind(self, conditions):
+        inner = self.inner.bind(conditions)
+        outer = self
+
+        class Counting:
+            cfg_conditioned = inner.cfg_conditioned
+
+            def __call__(self, z, t, *, branches, cfg=None):
+                outer.branch_evals += len(branches)
+                return inner(z, t, branches=branches, cfg=cfg)
+
+        return Counting()
+
+
+def fast_model(seed: int = 0):
+    model = make_tiny_model(seed=seed).make_student("layer_tokens")
+    randomize_zero_init(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 256, (80, 96, 3), dtype=np.uint8)
+
+
+def windows_for(pipeline: AvatarPipeline, seconds: float, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return pipeline.audio_windows((rng.standard_normal(round(16000 * seconds)) * 0.1).astype(np.float32))
+
+
+def test_prepare_runs_the_reference_once_per_avatar(face):
+    backend = Recorder(TorchBackend(fast_model()))
+    pipeline = AvatarPipeline(backend)
+    a = pipeline.prepare(face)
+    b = pipeline.prepare(face.copy())  # same pixels: served from the cache
+    assert a is b and backend.calls == {"encode": 1, "reference": 1}
+    c = pipeline.prepare(face[:, ::-1].copy())
+    assert c is not a and backend.calls == {"encode": 2, "reference": 2}
+    assert a.image.shape == (64, 64, 3) and a.latent.shape == (1, 4, 16, 16)
+    state = pipeline.initial_state(a)
+    assert state.motion_latents.shape == (1, 2, 4, 16, 16)
+    assert torch.equal(state.motion_latents[:, 0], a.latent[:, :]) and torch.equal(state.motion_latents[:, 1], a.latent)
+
+
+def test_motion_frames_are_the_last_generated_latents(face):
+    """No decode/encode round trip: chunk c+1 is conditioned on the latents chunk c decoded."""
+    backend = Recorder(TorchBackend(fast_model()))
+    pipeline = AvatarPipeline(backend)
+    avatar = pipeline.prepare(face)
+    windows = windows_for(pipeline, 0.96)  # 24 frames
+    state = pipeline.initial_state(avatar)
+    gen = torch.Generator().manual_seed(0)
+    for c in range(3):
+        frames, state = pipeline.generate(avatar, windows[:, 8 * c:8 * c + 8], state, generator=gen)
+        assert frames.shape == (8, 64, 64, 3) and frames.dtype == np.uint8
+        assert torch.equal(state.motion_latents[0], backend.decoded[-1][-2:])
+    assert torch.equal(backend.motion_in[0][0, 0], avatar.latent[0])
+    assert torch.equal(backend.motion_in[1][0], backend.decoded[0][-2:])
+    assert torch.equal(backend.motion_in[2][0], backend.decoded[1][-2:])
+    assert backend.calls["encode"] == 1  # only the portrait was ever encoded
+    assert state.chunks == 3
+
+
+def test_partial_chunk_pads_with_the_last_window_and_trims(face):
+    backend = Recorder(TorchBackend(fast_model()))
+    pipeline = AvatarPipeline(backend)
+    avatar = pipeline.prepare(face)
+    windows = windows_for(pipeline, 0.12)  # 3 frames
+    frames, state = pipeline.generate(avatar, windows, pipeline.initial_state(avatar),
+                                      generator=torch.Generator().manual_seed(0))
+    assert frames.shape == (3, 64, 64, 3)
+    tokens = backend.tokens[-1][0]  # (F, N, D): frames 3..7 repeat frame 2
+    assert all(torch.equal(tokens[k], tokens[2]) for k in range(3, 8))
+    assert torch.equal(state.motion_latents[0], backend.decoded[-1][-2:])
+    with pytest.raises(ValueError, match="1 <= n <= 8"):
+        pipeline.generate(avatar, windows_for(pipeline, 0.4), state, generator=torch.Generator())
+
+
+def test_generation_is_seeded_by_the_explicit_generator(face):
+    pipeline = AvatarPipeline(TorchBackend(fast_model()))
+    avatar = pipeline.prepare(face)
+    windows = windows_for(pipeline, 0.32)
+
+    def run(seed):
+        return pipeline.generate(avatar, windows, pipeline.initial_state(avatar),
+                                 generator=torch.Generator().manual_seed(seed))[0]
+
+    a, b, c = run(1), run(1), run(2)
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 0.5
+
+
+@pytest.mark.parametrize(("sampler", "cfg_mode", "nfe"), [("fast", "layer_tokens", 6), ("balanced", "none", 18),
+                                                          ("teacher", None, 75)])
+def test_each_sampler_spends_its_nfe(face, sampler, cfg_mode, nfe):
+    model = make_tiny_model() if cfg_mode is None else make_tiny_model().make_student(cfg_mode)
+    backend = Recorder(TorchBackend(model))
+    pipeline = AvatarPipeline(backend, sampler=sampler)
+    avatar = pipeline.prepare(face)
+    frames, _ = pipeline.generate(avatar, windows_for(pipeline, 0.32), pipeline.initial_state(avatar),
+                                  generator=torch.Generator().manual_seed(0))
+    assert pipeline.nfe == nfe and backend.branch_evals == nfe
+    assert frames.shape == (8, 64, 64, 3)
+
+
+def test_sampler_and_model_must_fit(tmp_path):
+    with pytest.raises(ValueError, match="needs a CFG-distilled student"):
+        AvatarPipeline(TorchBackend(make_tiny_model().make_student("none")), sampler="fast")
+    with pytest.raises(ValueError, match="use --sampler fast"):
+        AvatarPipeline(TorchBackend(fast_model()), sampler="balanced")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        AvatarPipeline(TorchBackend(fast_model()), sampler="turbo")
+    save_model(make_tiny_model().make_student("none"), tmp_path / "balanced", role="student")
+    with pytest.raises(ValueError, match="runs a teacher but the checkpoint holds a student"):
+        AvatarPipeline.from_checkpoint(tmp_path / "balanced", sampler="teacher")
+    save_model(make_tiny_model(), tmp_path / "teacher", role="teacher")
+    with pytest.raises(ValueError, match="runs a student but the checkpoint holds a teacher"):
+        AvatarPipeline.from_checkpoint(tmp_path / "teacher", sampler="balanced")
+    assert AvatarPipeline.from_checkpoint(tmp_path / "teacher", sampler="teacher").nfe == 75
+
+
+def test_backend_factory_errors(tmp_path):
+    save_model(fast_model(), tmp_path / "fast", role="student")
+    with pytest.raises(CheckpointError, match="preset 'tiny', but preset 'sd15' was asked for"):
+        create_backend("torch", checkpoint=tmp_path / "fast", preset="sd15")
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("tflite", checkpoint=tmp_path / "fast")
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        create_backend("torch")
+    with pytest.raises(ValueError, match="--engine-dir"):
+        create_backend("onnxruntime")
+    with pytest.raises(BackendUnavailable, match="python -m export"):
+        create_backend("onnxruntime", engine_dir=tmp_path / "no-engines")
+    with pytest.raises(BackendUnavailable, match=r"TensorRT|python -m export"):  # no TensorRT here, or no engines
+        create_backend("tensorrt", engine_dir=tmp_path / "no-engines", device="cuda")
+    with pytest.raises(ValueError, match="compile is a torch-backend option"):
+        create_backend("tensorrt", engine_dir=tmp_path, compile=True)
+    with pytest.raises(ValueError, match="precision is fixed"):
+        create_backend("onnxruntime", engine_dir=tmp_path, dtype="float16")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        create_backend("torch", checkpoint=tmp_path / "nothing")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
+            create_backend("torch", checkpoint=tmp_path / "fast", device="cuda")
+    with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
+        TorchBackend(fast_model(), cuda_graphs=True)
+
+
+def test_half_precision_keeps_norms_and_audio_in_fp32(face):
+    """fp16 on CPU (slow, but it runs): the mechanics of the GPU setting, checked against fp32."""
+    ref_model, half_model = fast_model(), fast_model().half()
+    backend = TorchBackend(half_model)
+    assert backend.dtype == torch.float16
+    norms = [m for m in half_model.modules() if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm))]
+    assert norms and all(p.dtype == torch.float32 for m in norms for p in m.parameters())
+    assert all(b.dtype == torch.float32 for b in half_model.audio_encoder.buffers())
+    assert half_model.denoiser.unet.conv_in.weight.dtype == torch.float16
+    assert keep_norms_fp32(half_model, dtype=torch.float16) == 0  # idempotent
+    outs = []
+    for pipeline in (AvatarPipeline(TorchBackend(ref_model)), AvatarPipeline(backend)):
+        avatar = pipeline.prepare(face)
+        frames, state = pipeline.generate(avatar, windows_for(pipeline, 0.32), pipeline.initial_state(avatar),
+                                          generator=torch.Generator().manual_seed(0))
+        assert state.motion_latents.dtype == torch.float32  # the sampler state stays fp32
+        outs.append(frames.astype(int))
+    diff = np.abs(outs[0] - outs[1])
+    assert diff.mean() < 0.5 and diff.max() <= 4  # uint8 levels (measured: mean 0.04, max 1)
+
+
+# ---- GPU (CUDA): fp32 parity, fp16 + CUDA graphs, torch.compile ------------------------------------------
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _chunk(pipeline, face, seconds=0.32):
+    avatar = pipeline.prepare(face)
+    return pipeline.generate(avatar, windows_for(pipeline, seconds), pipeline.initial_state(avatar),
+                             generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.gpu
+@gpu
+def test_cuda_fp32_matches_cpu(face, tmp_path):
+    save_model(fast_model(), tmp_path / "fast", role="student")
+    cpu = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast")), face)
+    cuda = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast", device="cuda")), face)
+    assert np.abs(cpu[0].astype(int) - cuda[0].astype(int)).max() <= 2
+    assert (cpu[1].motion_latents - cuda[1].motion_latents.cpu()).abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("sampler", ["fast", "balanced"])
+def test_cuda_graphs_replay_equals_eager_fp16(face, tmp_path, sampler):
+    model = fast_model() if sampler == "fast" else make_tiny_model().make_student("none")
+    save_model(model, tmp_path / "m", role="student")
+    eager = AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "m", device="cuda", dtype="float16"),
+                           sampler=sampler)
+    graphed = AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "m", device="cuda", dtype="float16",
+                                            cuda_graphs=True), sampler=sampler)
+    a, b = _chunk(eager, face), _chunk(graphed, face)
+    c = _chunk(graphed, face)  # a second chunk replays the captured graphs with new inputs
+    assert np.abs(a[0].astype(int) - b[0].astype(int)).max() <= 1
+    assert np.array_equal(b[0], c[0])
+
+
+@pytest.mark.gpu
+@gpu
+def test_torch_compile_matches_eager(face, tmp_path):
+    save_model(fast_model(), tmp_path / "fast", role="student")
+    eager = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast", device="cuda")), face)
+    compiled = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast", device="cuda",
+                                                    compile=True)), face)
+    assert np.abs(eager[0].astype(int) - compiled[0].astype(int)).max() <= 2
