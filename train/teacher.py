@@ -101,7 +101,7 @@ def train_teacher(
 
     ``stop_after``: return after that global step (tests, and runs split over sessions).
     """
-    objective = TeacherObjective(model)
+    objective = TeacherObjective(model.set_trainable())
 
     def step_fn(obj: nn.Module, step: int, rank: int, device: torch.device) -> tuple[Tensor, dict[str, float]]:
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)

@@ -62,8 +62,16 @@ class FadaModel(nn.Module):
         self.audio_proj = AudioProj(config.audio, config.audio_proj, config.unet.cross_attention_dim)
         self.reference_net = reference_net if reference_net is not None else ReferenceNet(config)
         self.denoiser = denoiser if denoiser is not None else DenoisingUNet(config)
+        self.set_trainable()
+
+    def set_trainable(self) -> FadaModel:
+        """Trainable: ReferenceNet (but its unused tail), denoiser, AudioProj. Frozen: VAE, audio encoder."""
+        self.requires_grad_(True)
         self.vae.requires_grad_(False)
         self.audio_encoder.requires_grad_(False)
+        for module in self.reference_net.unused_modules():
+            module.requires_grad_(False)
+        return self
 
     def make_student(self, cfg_mode: str) -> FadaModel:
         """A student initialised from this teacher, plus CFG conditioning (``cfg_mode``; 'none' keeps

@@ -28,13 +28,15 @@ class ReferenceNet(nn.Module):
         for layer, block in enumerate(blocks):
             block.attn1.set_processor(ReferenceAttnProcessor(layer))
             block.attn2.set_processor(AudioAttnProcessor(layer, block.norm1.normalized_shape[0]))
-        # The output of everything after the last recorded input is discarded: freeze it, so that
-        # optimisers and DDP see no parameters without gradients.
-        last = blocks[-1]
-        unused = [last.attn1, last.norm2, last.attn2, last.norm3, last.ff, transformer_models(self.unet)[-1].proj_out]
-        unused += [m for m in (self.unet.conv_norm_out, self.unet.conv_out) if m is not None]
-        for module in unused:
+        for module in self.unused_modules():
             module.requires_grad_(False)
+
+    def unused_modules(self) -> list[nn.Module]:
+        """Everything after the last recorded input: its output is discarded, so it stays frozen and
+        optimisers and DDP see no parameters without gradients."""
+        last = transformer_blocks(self.unet)[-1]
+        unused = [last.attn1, last.norm2, last.attn2, last.norm3, last.ff, transformer_models(self.unet)[-1].proj_out]
+        return unused + [m for m in (self.unet.conv_norm_out, self.unet.conv_out) if m is not None]
 
     def forward(self, latents: Tensor) -> list[Tensor]:
         """latents (N, C, h, w), scaled VAE latents -> per layer (N, HW_l, C_l)."""

@@ -1,0 +1,181 @@
+"""FADA distillation on the tiny preset: every variant runs, the loss terms match a hand computation
+from DESIGN.md §3.3/§3.5, W vanishes beyond R_d, and cached teacher solves are reused."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_model, randomize_zero_init
+
+import train.distill as distill_mod
+from fada_rt.checkpoint import load_model
+from fada_rt.sampling import SD15_SCHEDULE, GTWeightConfig, PerflowWindows, WindowSolvePlan
+from train.cache import build_cache, open_cache, weights_digest
+from train.data import ChunkSampler
+from train.distill import (
+    VARIANTS,
+    DistillConfig,
+    DistillObjective,
+    SolveCache,
+    compute_losses,
+    distill,
+    draw_step,
+    teacher_solve,
+)
+from train.loop import LoopConfig
+from train.synthetic.dataset import generate_dataset
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("distill")
+    generate_dataset(out=root / "data", clips=4, size=64, tier="B", seed=5, min_seconds=1.2, max_seconds=1.6,
+                     progress=False)
+    teacher = make_tiny_model(seed=2)
+    randomize_zero_init(teacher)
+    build_cache(data=root / "data", out=root / "cache", vae=teacher.vae, config=teacher.config)
+    cache = open_cache(root / "cache", config=teacher.config, vae_digest=weights_digest(teacher.vae))
+    return root, teacher, cache
+
+
+def _quick(config: DistillConfig, *, steps: int = 2, substeps: int = 5) -> DistillConfig:
+    loop = LoopConfig(steps=steps, lr=1e-4, warmup_steps=1, ema_decay=0.5, checkpoint_every=100, log_every=1)
+    return dataclasses.replace(config, loop=loop, batch_size=1, substeps=substeps, manifest="B")
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_variant_runs(world, tmp_path: Path, name: str) -> None:
+    _, teacher, cache = world
+    config = _quick(VARIANTS[name])
+    sampler = ChunkSampler(cache, config=teacher.config, seed=0)
+    losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / name)
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    student, _ = load_model(tmp_path / name / "student", role="student")
+    assert student.config.cfg.mode == config.cfg_mode
+    rows = (tmp_path / name / "samples.csv").read_text().splitlines()
+    assert rows[0].startswith("step,clip,tier,kind") and len(rows) == 3
+
+
+def _fixed_step(world, config: DistillConfig):
+    _, teacher, cache = world
+    sampler = ChunkSampler(cache, config=teacher.config, seed=0)
+    batch = sampler.batch(step=3, batch_size=2)
+    windows = PerflowWindows(num_windows=config.num_windows)
+    draws = draw_step(batch, config, windows, step=3, rank=0)
+    draws.t[:] = torch.tensor([0.9, 0.3])  # one sample in window 4, one in window 2
+    draws.window[:] = torch.tensor([4, 2])
+    return teacher, batch, draws, windows
+
+
+def _student_eps(student, batch, z, timestep, draws, cfg_conditioned):
+    ref = student.reference(batch.reference)
+    motion = student.motion_features(batch.motion)
+    tokens = student.audio_proj(batch.audio) * draws.keep_audio.view(-1, 1, 1, 1).float()
+    return student.denoiser(z, timestep, tokens, ref.keys, ref.values, motion,
+                            ref_mask=None if cfg_conditioned else draws.keep_ref,
+                            cfg=draws.cfg if cfg_conditioned else None)
+
+
+@pytest.mark.parametrize("cfg_mode", ["none", "layer_tokens"])
+def test_loss_terms_equal_hand_computed(world, cfg_mode: str) -> None:
+    config = _quick(dataclasses.replace(VARIANTS["balanced"], cfg_mode=cfg_mode))
+    teacher, batch, d, windows = _fixed_step(world, config)
+    student = teacher.make_student(cfg_mode)
+    randomize_zero_init(student, seed=4)
+    plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
+    with torch.no_grad():
+        z_start_lib = distill_mod.window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
+        z_end = teacher_solve(teacher, batch, d, z_start_lib, plan, config)
+        out = compute_losses(objective=DistillObjective(student), batch=batch, draws=d, z_end=z_end,
+                             windows=windows, config=config)
+
+        # by hand, DESIGN.md §3.3 steps 2-6 and §3.5, from the raw SD1.5 table
+        abar = SD15_SCHEDULE.alphas_cumprod
+        def a(t: float) -> float:
+            return float(abar[max(round(1000 * t) - 1, 0)])
+        l_d, l_g = [], []
+        for i in range(2):
+            k, t = int(d.window[i]), float(d.t[i])
+            tk, tk1 = k / 4, (k - 1) / 4
+            x0, eps = batch.x0[i : i + 1], d.eps[i : i + 1]
+            z_tk = math.sqrt(a(tk)) * x0 + math.sqrt(1 - a(tk)) * eps
+            lam = math.sqrt(a(tk1) / a(tk))
+            eta = math.sqrt(1 - a(tk1)) - math.sqrt(a(tk1) * (1 - a(tk)) / a(tk))
+            assert eta < 0
+            zhat = z_end[i : i + 1]
+            z_in = z_tk + (z_tk - zhat) / (tk - tk1) * (t - tk)
+            target = (zhat - lam * z_tk) / eta
+            z_star = math.sqrt(a(tk1)) * x0 + math.sqrt(1 - a(tk1)) * eps
+            z_in_gt = z_tk + (z_tk - z_star) / (tk - tk1) * (t - tk)
+            torch.testing.assert_close((z_star - lam * z_tk) / eta, eps, atol=2e-4, rtol=1e-4)  # eps* = eps
+            sub = _slice(batch, d, i)
+            ts = torch.tensor([1000 * t])
+            l_d.append((target - _student_eps(student, sub[0], z_in, ts, sub[1], cfg_mode != "none")).square().mean())
+            l_g.append((eps - _student_eps(student, sub[0], z_in_gt, ts, sub[1], cfg_mode != "none")).square().mean())
+        l_d, l_g = torch.stack(l_d), torch.stack(l_g)
+        r = l_g / l_d
+        w = torch.where(r < 30, 0.2 * r**0.25, torch.where(r < 100, 0.2 * 30**0.25 * (100 - r) / 70, 0 * r))
+        total = (l_d + w * l_g).mean()
+    torch.testing.assert_close(out.l_distill, l_d, rtol=2e-4, atol=1e-6)
+    torch.testing.assert_close(out.l_gt, l_g, rtol=2e-3, atol=1e-5)
+    torch.testing.assert_close(out.weight, w, rtol=2e-3, atol=1e-6)
+    torch.testing.assert_close(out.total, total, rtol=2e-3, atol=1e-6)
+
+
+def _slice(batch, d, i):
+    b = distill_mod.ChunkBatch(batch.x0[i : i + 1], batch.reference[i : i + 1], batch.motion[i : i + 1],
+                               batch.audio[i : i + 1], batch.clip_ids[i : i + 1], batch.starts[i : i + 1])
+    dd = distill_mod.StepDraws(*(x[i : i + 1] for x in dataclasses.astuple(d)))
+    return b, dd
+
+
+def test_weight_is_zero_beyond_the_dead_threshold(world) -> None:
+    """Sample 0's window end is made consistent with the student (L_distill ~ 0, so R >> R_d);
+    sample 1's is the ground-truth end (L_distill = L_GT, so R = 1 and W = W0)."""
+    config = _quick(dataclasses.replace(VARIANTS["balanced"], gt=GTWeightConfig(mode="adaptive", s=0.25)))
+    teacher, batch, d, windows = _fixed_step(world, config)
+    student = teacher.make_student("none")
+    objective = DistillObjective(student)
+    with torch.no_grad():
+        z_start = distill_mod.window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
+        z_end = distill_mod.ground_truth_end(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
+        lam, eta = windows.coefficients(d.window)
+        shape = (-1, 1, 1, 1, 1)
+        for _ in range(8):  # fixed point: the window end the student's own prediction implies
+            z_t = distill_mod.student_input(z_start=z_start, z_end=z_end, t=d.t, window=d.window, windows=windows)
+            eps_s = _student_eps(student, batch, z_t, d.t * 1000, d, False)
+            implied = lam.view(shape).float() * z_start + eta.view(shape).float() * eps_s
+            z_end = torch.cat([implied[:1], z_end[1:]])
+        out = compute_losses(objective=objective, batch=batch, draws=d, z_end=z_end, windows=windows, config=config)
+    assert out.ratio[0] >= 100 and out.weight[0] == 0
+    torch.testing.assert_close(out.ratio[1], torch.tensor(1.0), rtol=1e-5, atol=0)
+    torch.testing.assert_close(out.weight[1], torch.tensor(0.2), rtol=1e-5, atol=0)
+    torch.testing.assert_close(out.total, (out.l_distill + out.weight * out.l_gt).mean())
+
+
+def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, teacher, cache = world
+    config = _quick(VARIANTS["B-fixed-0.2"])
+    sampler = ChunkSampler(cache, config=teacher.config, seed=0)
+    solves = SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d", config=config)
+    first = distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / "a", solve_cache=solves)
+    assert len(list(solves.folder.glob("r0_s*.safetensors"))) == 2
+    # another variant of the same family reuses the solves; the teacher is never called again
+    other = _quick(VARIANTS["B-adaptive-0.5"])
+    assert other.solve_key() == config.solve_key()
+    same = SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d", config=other)
+    assert same.folder == solves.folder
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the cached solve should have been used")
+
+    monkeypatch.setattr(distill_mod, "teacher_solve", no_teacher)
+    again = distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / "b", solve_cache=solves)
+    assert again == first
+    fast = _quick(VARIANTS["fast"])
+    assert SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d",
+                      config=fast).folder != solves.folder
