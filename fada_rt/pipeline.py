@@ -41,6 +41,7 @@ from fada_rt.sampling import (
     FAST_GUIDANCE,
     TEACHER_GUIDANCE,
     DDIMPlan,
+    Guidance,
     SampleResult,
     StudentPlan,
     ddim_sample,
@@ -63,6 +64,8 @@ class SamplerSpec:
 
 _STUDENT_PLAN = StudentPlan.make(num_steps=6)
 _TEACHER_PLAN = DDIMPlan.trailing(num_steps=25)
+_TEACHER_PLAN_6 = DDIMPlan.trailing(num_steps=6)
+_CONDITIONAL = Guidance(mode="conditional")
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "fast": SamplerSpec("fast", 6, "student", True, lambda *, denoiser, noise: student_sample(
@@ -71,6 +74,15 @@ SAMPLERS: dict[str, SamplerSpec] = {
         denoiser=denoiser, noise=noise, guidance=BALANCED_GUIDANCE, plan=_STUDENT_PLAN)),
     "teacher": SamplerSpec("teacher", 75, "teacher", False, lambda *, denoiser, noise: ddim_sample(
         denoiser=denoiser, noise=noise, guidance=TEACHER_GUIDANCE, plan=_TEACHER_PLAN)),
+    # comparison points of the quality tables (paper Table 4 and "the gain of distillation"):
+    "teacher-6x3": SamplerSpec("teacher-6x3", 18, "teacher", False, lambda *, denoiser, noise: ddim_sample(
+        denoiser=denoiser, noise=noise, guidance=TEACHER_GUIDANCE, plan=_TEACHER_PLAN_6)),
+    "teacher-6x1": SamplerSpec("teacher-6x1", 6, "teacher", False, lambda *, denoiser, noise: ddim_sample(
+        denoiser=denoiser, noise=noise, guidance=_CONDITIONAL, plan=_TEACHER_PLAN_6)),
+    "balanced-conditional": SamplerSpec("balanced-conditional", 6, "student", False,
+                                        lambda *, denoiser, noise: student_sample(
+                                            denoiser=denoiser, noise=noise, guidance=_CONDITIONAL,
+                                            plan=_STUDENT_PLAN)),
 }
 
 
@@ -84,21 +96,11 @@ def check_sampler(sampler: str, backend: Backend) -> SamplerSpec:
                          f"model's cfg mode is {backend.config.cfg.mode!r}: use --sampler balanced or a fast student")
     if not spec.cfg_conditioned and backend.cfg_conditioned:
         raise ValueError(f"this model is a CFG-distilled student ({backend.config.cfg.mode}): use --sampler fast")
-    role = backend_role(backend)
+    role = backend.role
     if role is not None and role != spec.role:
         raise ValueError(f"sampler {sampler!r} runs a {spec.role} but the checkpoint holds a {role}; use "
                          f"{'--sampler fast/balanced' if role == 'student' else '--sampler teacher'} or another checkpoint")
     return spec
-
-
-def backend_role(backend: Backend) -> str | None:
-    """The role ("teacher"/"student") of the backend's weights: from the checkpoint (torch) or the
-    engine manifest (onnxruntime, tensorrt); None for a backend built from a bare model."""
-    role = getattr(backend, "role", None)
-    manifest = getattr(backend, "manifest", None)
-    if role is None and manifest is not None:
-        role = manifest.role
-    return role
 
 
 # ---- state ----------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     return root, teacher, cache
 
 
-def _quick(config: DistillConfig, *, steps: int = 2, substeps: int = 5) -> DistillConfig:
+def _quick(config: DistillConfig, *, steps: int = 2, substeps: int = 1) -> DistillConfig:
     loop = LoopConfig(steps=steps, lr=1e-4, warmup_steps=1, ema_decay=0.5, checkpoint_every=100, log_every=1)
     return dataclasses.replace(config, loop=loop, batch_size=1, substeps=substeps, manifest="B")
 

@@ -35,10 +35,13 @@ class BackendUnavailable(RuntimeError):
 class Backend(ABC):
     name: str = "abstract"
 
-    def __init__(self, config: ModelConfig, *, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, config: ModelConfig, *, device: torch.device, dtype: torch.dtype,
+                 role: str | None = None) -> None:
+        """``role``: "teacher" or "student" as the checkpoint / engine manifest says (None: unknown)."""
         self.config = config
         self.device = torch.device(device)
         self.dtype = dtype
+        self.role = role
 
     @property
     def cfg_conditioned(self) -> bool:

@@ -77,6 +77,7 @@ class OnnxRuntimeBackend(GraphBackend):
                  ) -> None:
         super().__init__(config, runners, device="cpu")
         self.manifest = manifest
+        self.role = manifest.role if manifest is not None else None
 
     @classmethod
     def load(cls, engine_dir: str | Path, *, device: str = "cpu", threads: int | None = None) -> OnnxRuntimeBackend:

@@ -188,6 +188,7 @@ class TensorRTBackend(GraphBackend):
                  manifest: Manifest | None = None) -> None:
         super().__init__(config, runners, device=device)
         self.manifest = manifest
+        self.role = manifest.role if manifest is not None else None
 
     @classmethod
     def load(cls, engine_dir: str | Path, *, device: str = "cuda", cuda_graphs: bool = True) -> TensorRTBackend:

@@ -43,14 +43,13 @@ class TorchBackend(Backend):
     ) -> None:
         """Wrap an already loaded model; device and dtype are the model's (see :func:`prepare_model`)."""
         param = next(model.denoiser.parameters())
-        super().__init__(model.config, device=param.device, dtype=param.dtype)
+        super().__init__(model.config, device=param.device, dtype=param.dtype, role=role)
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a CUDA device, the model is on {self.device}")
         if self.dtype != torch.float32:  # half precision: norms and the audio front-end stay fp32
             keep_norms_fp32(model, dtype=self.dtype)
             model.audio_encoder.float()
         self.model = model.eval()
-        self.role = role
         self.compiled = compile
         self._decode = self.model.vae.decode
         self._denoise: Any = self.model.denoiser
