@@ -1,0 +1,408 @@
+"""python -m benchmarks.nfe_latency --preset tiny --device cpu
+
+NFE, latency and throughput of the three samplers on every available backend, side by side in
+one run (DESIGN.md §4, §7). Variants: ``teacher`` (trailing DDIM, 25 steps x 3 CFG branches = 75
+NFE), ``balanced`` student (PeRFlow 6 steps x 3 branches = 18 NFE), ``fast`` CFG-distilled student
+(6 steps x 1 = 6 NFE). Backends: ``torch`` (eager), ``torch-compiled`` (torch.compile + CUDA graphs;
+CUDA only), ``onnxruntime`` (engines exported into ``--work-dir`` and reused), ``tensorrt`` (CUDA with
+TensorRT installed). A backend that cannot run here is listed with the reason, not raised.
+
+Models are random-init models of the preset (seeded; no downloads): the teacher, the balanced
+student (``make_student("none")`` — the teacher's shape *and* weights, so it shares the teacher's
+model and exported graphs) and the fast student (``make_student("layer_tokens")``).
+``--checkpoint-dir DIR`` uses ``DIR/{teacher,balanced,fast}`` instead. Timing depends on the weight
+values only through denormal floats on the CPU, which the run flushes to zero (see
+:func:`run_benchmark`); the shapes, and so the work, are the preset's.
+
+Definitions (per row; every chunk is one ``StreamingSession.step`` of the library's live loop):
+
+* chunk latency — wall time of one chunk: its streamed audio features (:class:`AudioFeatureStream`
+  on the chunk's segment with context) + ``AvatarPipeline.generate`` (audio tokens, motion features,
+  the sampler loop, VAE decode). Median and p90 over the interleaved repetitions.
+* NFE — denoiser evaluations per chunk, *counted* at the backend (branches per call, summed).
+* latency per NFE — median sampler-loop (denoise) time / NFE.
+* fps = chunk frames / median chunk latency; RTF = median chunk latency / chunk audio duration.
+* first-frame latency — from the first audio sample of a chunk being available to its first frame
+  out: the session's latency floor (the chunk's audio + the feature look-ahead,
+  ``StreamingSession.latency_floor``) + the median chunk latency.
+* breakdown — per chunk: audio features, conditions (audio tokens + motion features), denoise,
+  VAE decode, other (noise, sampler arithmetic, host copies); avatar prepare (VAE encode +
+  ReferenceNet, once per avatar) separately. Backend calls are timed through a thin wrapper.
+* peak memory — see :class:`benchmarks.machine.MemoryProbe` (process peak RSS on CPU, torch
+  allocator peak on CUDA) during the chunk.
+* achieved TFLOP/s = FLOPs of one chunk (torch's FLOP counter on the eager model; the same network
+  on every backend) / median chunk latency; its share of the peak matmul rate measured in this run.
+
+Interleaving: after warm-up, each repetition times one avatar prepare and one chunk of every row
+(variant x backend), the order rotated each repetition, so drift and background load hit all rows
+alike; the teacher/fast ratio is also taken pair-wise per repetition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmarks.machine import CpuShare, MemoryProbe, machine_info, measure_peak_flops
+from benchmarks.nfe_rows import VARIANTS, Row, chunk_flops, markdown_report, run_summary, summarise
+from fada_rt.backends import parse_dtype
+from fada_rt.backends.base import Backend, BackendUnavailable
+from fada_rt.backends.manifest import MANIFEST_NAME, EngineError
+from fada_rt.config import PRESETS, ModelConfig, get_preset
+from fada_rt.models.fada import FadaModel
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BACKEND_NAMES = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    model: FadaModel
+    role: str | None  # None: one set of weights serving several roles (random init)
+    checkpoint: Path | None  # where it came from (None: random init)
+
+
+# ---- the benchmark -------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    *,
+    preset: str = "tiny",
+    device: str = "cpu",
+    backends: Sequence[str] = BACKEND_NAMES,
+    variants: Sequence[str] = tuple(VARIANTS),
+    frames: int | None = None,
+    repeats: int = 5,
+    warmup: int | None = None,
+    threads: int | None = None,
+    dtype: str | None = None,
+    flush_denormal: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> dict[str, Any]:
+    """Run every (variant, backend) of ``preset`` on ``device``; returns the JSON-ready result.
+
+    ``flush_denormal`` turns on the CPU's flush-to-zero for the run (restored to off after).
+    Random weights drive the samplers' latents far outside their trained range, where attention
+    underflows into denormal floats, which x86 computes an order of magnitude slower: without it, a
+    random-init teacher measures denormal arithmetic, not the network. Threads inherit the flag from the thread
+    that creates them, so it acts fully only when no torch work ran in the process before (as from
+    the command line).
+    """
+    dev, config, run_dtype = _check_args(preset=preset, device=device, backends=backends, variants=variants,
+                                         frames=frames, repeats=repeats, warmup=warmup, threads=threads, dtype=dtype)
+    warmup = warmup if warmup is not None else (2 if dev.type == "cuda" else 1)
+    if threads is not None:
+        torch.set_num_threads(threads)  # asked for on the command line; torch's default otherwise
+    settings = {
+        "preset": preset, "device": str(dev), "dtype": str(run_dtype).removeprefix("torch."),
+        "chunk_frames": config.num_frames, "motion_frames": config.motion_frames, "resolution": config.resolution,
+        "repeats": repeats, "warmup": warmup, "seed": seed, "variants": list(variants), "backends": list(backends),
+        "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": threads or torch.get_num_threads(),
+                    "flag": threads},
+        "flush_denormal": flush_denormal,
+        "weights": f"checkpoints in {checkpoint_dir}" if checkpoint_dir is not None else f"random init (seed {seed})",
+        "work_dir": str(Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir()) / "fada-rt-nfe-latency"),
+    }
+    if flush_denormal:
+        torch.set_flush_denormal(True)
+    try:
+        return _run(config, settings, dev=dev, dtype=run_dtype, checkpoint_dir=checkpoint_dir, progress=progress,
+                    log=log)
+    finally:
+        if flush_denormal:
+            torch.set_flush_denormal(False)
+
+
+def _run(config: ModelConfig, settings: dict[str, Any], *, dev: torch.device, dtype: torch.dtype,
+         checkpoint_dir: str | Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    machine = machine_info(device=dev)
+    backends, variants, seed = settings["backends"], settings["variants"], settings["seed"]
+    warmup, repeats = settings["warmup"], settings["repeats"]
+    unavailable = {k: r for k in backends if (r := unavailable_reason(k, device=dev, dtype=dtype)) is not None}
+    kinds = [k for k in backends if k not in unavailable]
+    if not kinds:
+        raise BackendUnavailable("none of the asked-for backends can run here: " +
+                                 "; ".join(f"{k}: {r}" for k, r in unavailable.items()))
+    models = build_models(config, variants=variants, seed=seed, checkpoint_dir=checkpoint_dir)
+    factory = BackendFactory(device=dev, dtype=dtype, work_dir=Path(settings["work_dir"]),
+                             ort_threads=settings["threads"]["onnxruntime_intra_op"], log=log)
+    rng = np.random.default_rng(seed)
+    samples = ((warmup + repeats + 1) * config.num_frames + config.audio.fps) * config.audio.samples_per_frame
+    audio = (rng.standard_normal(samples) * 0.1).astype(np.float32)  # + 1 s: more than any look-ahead
+    rows = []
+    # engine backends first: exporting reads fp32 CPU weights, the torch backends then move them
+    for kind in sorted(kinds, key=lambda k: k.startswith("torch")):
+        for name in variants:
+            backend = factory.get(kind, models[name], VARIANTS[name].role)
+            rows.append(Row(VARIANTS[name], kind, backend, image=_image(rng, config), audio=audio, seed=seed))
+    rows.sort(key=lambda r: (variants.index(r.variant.name), backends.index(r.backend_name)))
+
+    memory = MemoryProbe(dev)
+    for row in tqdm(rows, desc="warm-up", unit="row", disable=not progress):
+        row.prepare(_image(rng, config))
+        for _ in range(warmup):
+            row.chunk(memory)
+    flops = {name: chunk_flops(factory.eager(models[name]), VARIANTS[name], image=_image(rng, config),
+                               audio=audio, seed=seed) for name in variants}
+    peaks = [measure_peak_flops(device=dev, dtype=dtype)]
+    contention = CpuShare()  # how much of the CPU other processes took while the rows were timed
+    contention.start()
+    for r in tqdm(range(repeats), desc="repetitions", unit="rep", disable=not progress):
+        shift = r % len(rows)  # rotate the order: no row always runs first
+        for row in rows[shift:] + rows[:shift]:
+            row.samples_prepare.append(row.prepare(_image(rng, config)))
+            row.samples.append(row.chunk(memory))
+    cpu_during_timing = contention.stop()
+    peaks.append(measure_peak_flops(device=dev, dtype=dtype))
+    peak = max(peaks, key=lambda p: p["flops_per_s"])
+
+    settings = {**settings, "memory_method": memory.method}
+    out_rows = [summarise(row, config=config, settings=settings, flops=flops[row.variant.name], peak=peak)
+                for row in rows]
+    return {
+        "benchmark": "nfe_latency",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "machine": {**machine, "load_average_end": machine_info(device=dev)["load_average_1_5_15"],
+                    "cpu_during_timing": cpu_during_timing},
+        "peak_flops": peak,
+        "rows": out_rows,
+        "summary": run_summary(out_rows, preset=settings["preset"]),
+        "unavailable": [{"backend": k, "reason": r} for k, r in unavailable.items()],
+    }
+
+
+def _check_args(*, preset: str, device: str, backends: Sequence[str], variants: Sequence[str], frames: int | None,
+                repeats: int, warmup: int | None, threads: int | None, dtype: str | None
+                ) -> tuple[torch.device, ModelConfig, torch.dtype]:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    bad = [b for b in backends if b not in BACKEND_NAMES] + [v for v in variants if v not in VARIANTS]
+    if bad or not backends or not variants:
+        raise ValueError(f"backends must be among {BACKEND_NAMES} and variants among {tuple(VARIANTS)}; got "
+                         f"backends={list(backends)}, variants={list(variants)}")
+    if len(set(backends)) != len(backends) or len(set(variants)) != len(variants):
+        raise ValueError("list each backend and variant once")
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+    if repeats < 1 or (warmup is not None and warmup < 0) or (threads is not None and threads < 1):
+        raise ValueError(f"need --repeats >= 1, --warmup >= 0, --threads >= 1; got {repeats}, {warmup}, {threads}")
+    config = get_preset(preset)
+    if frames is not None:
+        if frames < 1:
+            raise ValueError(f"--frames (the chunk length F) must be >= 1, got {frames}")
+        config = config.replace(num_frames=frames)  # validated by ModelConfig
+    run_dtype = parse_dtype(dtype if dtype is not None else ("float16" if dev.type == "cuda" else "float32"))
+    return dev, config, run_dtype
+
+
+def _image(rng: np.random.Generator, config: ModelConfig) -> np.ndarray:
+    return rng.integers(0, 256, (config.resolution, config.resolution, 3), dtype=np.uint8)
+
+
+# ---- models and backends -------------------------------------------------------------------------
+
+
+def build_models(config: ModelConfig, *, variants: Sequence[str], seed: int,
+                 checkpoint_dir: str | Path | None = None) -> dict[str, ModelEntry]:
+    """One model per variant: random init (seeded; the balanced student shares the teacher's weights,
+    as ``make_student("none")`` copies them) or ``checkpoint_dir/<variant>`` checkpoints."""
+    if checkpoint_dir is not None:
+        from fada_rt.checkpoint import load_model
+
+        entries = {}
+        for name in variants:
+            path = Path(checkpoint_dir) / name
+            model, meta = load_model(path, preset=config.preset, role=VARIANTS[name].role)
+            if model.config.num_frames != config.num_frames:
+                raise ValueError(f"{path} has chunk length F={model.config.num_frames}; drop --frames or pass "
+                                 f"--frames {model.config.num_frames}")
+            entries[name] = ModelEntry(model, meta["role"], path)
+        return entries
+    with torch.random.fork_rng(devices=[]):  # the seed stays local to the benchmark
+        torch.manual_seed(seed)
+        teacher = FadaModel(config).eval()
+        fast = teacher.make_student(VARIANTS["fast"].cfg_mode).eval() if "fast" in variants else None
+    shared = ModelEntry(teacher, "teacher" if "balanced" not in variants else None, None)
+    return {name: (ModelEntry(fast, "student", None) if name == "fast" else shared) for name in variants}
+
+
+def unavailable_reason(kind: str, *, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why backend ``kind`` cannot run here (None when it can)."""
+    if kind == "torch-compiled" and device.type != "cuda":
+        return ("CUDA only in this benchmark (torch.compile + CUDA graphs); on CPU torch.compile needs a C++ "
+                "toolchain and minutes of compilation per graph and has no CUDA graphs")
+    if kind in ("onnxruntime", "tensorrt") and dtype == torch.bfloat16:
+        return f"{kind} engines are exported in fp32 or fp16; bfloat16 is torch-only (use --dtype float16)"
+    if kind == "onnxruntime":
+        from fada_rt.backends.onnxruntime_backend import import_onnxruntime
+
+        try:
+            ort = import_onnxruntime()
+        except BackendUnavailable as err:
+            return str(err)
+        provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+        if provider not in ort.get_available_providers():
+            return (f"this onnxruntime has no {provider} (it has {ort.get_available_providers()}); "
+                    "install onnxruntime-gpu for CUDA")
+    if kind == "tensorrt":
+        if device.type != "cuda":
+            return "TensorRT needs a CUDA GPU; this run is on the CPU"
+        from fada_rt.backends.tensorrt_backend import import_cudart, import_tensorrt
+
+        try:
+            import_tensorrt()
+            import_cudart()
+        except BackendUnavailable as err:
+            return str(err)
+    return None
+
+
+class BackendFactory:
+    """Builds each backend once per model; exported engines are cached in ``work_dir``."""
+
+    def __init__(self, *, device: torch.device, dtype: torch.dtype, work_dir: Path, ort_threads: int,
+                 log: Callable[[str], None]) -> None:
+        self.device, self.dtype, self.work_dir, self.ort_threads, self.log = device, dtype, work_dir, ort_threads, log
+        self.precision = "fp16" if dtype == torch.float16 else "fp32"
+        self._built: dict[tuple[str, int], Backend] = {}
+
+    def get(self, kind: str, entry: ModelEntry, role: str | None) -> Backend:
+        """The ``kind`` backend of ``entry``'s model, for a variant of checkpoint role ``role``."""
+        key = (kind, id(entry.model))
+        if key not in self._built:
+            self._built[key] = self._build(kind, entry)
+        backend = self._built[key]
+        built_for = getattr(backend, "role", None) or getattr(getattr(backend, "manifest", None), "role", None)
+        if built_for is not None and built_for != role:  # shared weights (random init) serving another role
+            backend = copy.copy(backend)  # the same sessions/engines, with the role unknown
+            backend.role, backend.manifest = None, None
+        return backend
+
+    def eager(self, entry: ModelEntry) -> Backend:
+        """The torch eager backend of ``entry`` (for FLOP counting)."""
+        return self.get("torch", entry, entry.role)
+
+    def _build(self, kind: str, entry: ModelEntry) -> Backend:
+        from fada_rt.backends.torch_backend import TorchBackend, prepare_model
+
+        if kind in ("torch", "torch-compiled"):
+            model = prepare_model(entry.model, device=self.device, dtype=self.dtype)  # in place, shared
+            compiled = kind == "torch-compiled"
+            return TorchBackend(model, compile=compiled, cuda_graphs=compiled, role=entry.role)
+        folder = self._engines(kind, entry)
+        try:
+            return self._open(kind, folder)
+        except EngineError as err:  # cached engines of another TensorRT/GPU/fada-rt: build them again
+            self.log(f"cached engines in {folder} cannot be used ({err}); exporting them again")
+            self._export(kind, entry, folder)
+            return self._open(kind, folder)
+
+    def _engines(self, kind: str, entry: ModelEntry) -> Path:
+        model = entry.model
+        if next(model.parameters()).dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
+            raise RuntimeError("engines must be exported before the torch backends move the weights")
+        trt = kind == "tensorrt"
+        key = hashlib.sha1(json.dumps({"model": model.config.to_dict(), "role": entry.role, "precision": self.precision,
+                                       "tensorrt": trt, "checkpoint": str(entry.checkpoint)}, sort_keys=True).encode())
+        folder = self.work_dir / "engines" / (f"{model.config.preset}-{model.config.cfg.mode}-{self.precision}"
+                                              f"{'-trt' if trt else ''}-{key.hexdigest()[:10]}")
+        if not (folder / MANIFEST_NAME).is_file():
+            self._export(kind, entry, folder)
+        return folder
+
+    def _export(self, kind: str, entry: ModelEntry, folder: Path) -> None:
+        from export.engines import export_engines
+        from fada_rt.checkpoint import save_model
+
+        checkpoint = entry.checkpoint
+        if checkpoint is None:
+            checkpoint = self.work_dir / "checkpoints" / folder.name
+            save_model(entry.model, checkpoint, role=entry.role or "teacher", info={"weights": "random init"})
+        self.log(f"exporting {checkpoint} -> {folder} ({self.precision}{', TensorRT' if kind == 'tensorrt' else ''})")
+        export_engines(checkpoint=checkpoint, out=folder, precision=self.precision, tensorrt=kind == "tensorrt",
+                       chunk=False, log=lambda s: None)
+
+    def _open(self, kind: str, folder: Path) -> Backend:
+        if kind == "onnxruntime":
+            from fada_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+            return OnnxRuntimeBackend.load(folder, device=self.device.type, threads=self.ort_threads)
+        from fada_rt.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend.load(folder, device=str(self.device), cuda_graphs=True)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.nfe_latency", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (tiny on CPU, sd15 on GPU)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--backend", nargs="+", default=list(BACKEND_NAMES), choices=BACKEND_NAMES, metavar="BACKEND",
+                   help=f"backends to run, of {', '.join(BACKEND_NAMES)} (default: all; unavailable ones are reported)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                   help="variants to run, of teacher, balanced, fast (default: all)")
+    p.add_argument("--frames", type=int, default=None, help="chunk length F in frames (default: the preset's, 8 / 16)")
+    p.add_argument("--repeats", type=int, default=5, help="timed chunks per row, interleaved across rows (default 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed chunks per row first (default 1 on CPU, 2 on CUDA)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch and onnxruntime intra-op threads (default: torch's default, the same for onnxruntime)")
+    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                   help="network precision (default float32 on CPU, float16 on CUDA)")
+    p.add_argument("--keep-denormals", action="store_true",
+                   help="leave the CPU's denormal arithmetic on (default: flush to zero, see run_benchmark)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="folder with teacher/, balanced/, fast/ checkpoints (default: random init, no downloads)")
+    p.add_argument("--work-dir", default=None,
+                   help="where exported engines are cached (default: $TMPDIR/fada-rt-nfe-latency; delete to re-export)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights, portraits, audio and noise")
+    p.add_argument("--out", default=None,
+                   help="JSON file to write (default: benchmarks/results/nfe_latency_<preset>_<device>.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run_benchmark(
+            preset=args.preset, device=args.device, backends=args.backend, variants=args.variants, frames=args.frames,
+            repeats=args.repeats, warmup=args.warmup, threads=args.threads, dtype=args.dtype,
+            flush_denormal=not args.keep_denormals, checkpoint_dir=args.checkpoint_dir, work_dir=args.work_dir, seed=args.seed, progress=not args.no_progress)
+    except (ValueError, BackendUnavailable, FileNotFoundError) as err:
+        print(f"nfe_latency: {err}", file=sys.stderr)
+        return 2
+    result["command"] = ["python", "-m", "benchmarks.nfe_latency", *(sys.argv[1:] if argv is None else argv)]
+    out = Path(args.out) if args.out else RESULTS / f"nfe_latency_{args.preset}_{torch.device(args.device).type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_report(result))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""benchmarks.nfe_latency at its smallest size, and the instruments it measures with.
+
+No timing is asserted: the checks are the JSON contract, the counted NFE column, the arithmetic
+between the reported columns, the FLOP counts against known values and unavailable backends being
+reported instead of raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.machine import CpuShare, MemoryProbe, count_flops
+from benchmarks.nfe_latency import main, run_benchmark
+from fada_rt.backends.base import BackendUnavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES = 2
+ROW_FIELDS = ("variant", "backend", "preset", "nfe", "chunk_latency_median_s", "chunk_latency_p90_s", "fps", "rtf",
+              "latency_per_nfe_ms", "first_frame_latency_s", "breakdown_median_s", "prepare_median_s",
+              "peak_memory_bytes", "chunk_flops", "achieved_tflops", "peak_share")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One CLI run in its own process (as a user runs it): tiny, F=2, one repetition, torch eager,
+    plus two backends that cannot run on a CPU machine."""
+    out = tmp_path_factory.mktemp("nfe") / "result.json"
+    cmd = [sys.executable, "-m", "benchmarks.nfe_latency", "--preset", "tiny", "--device", "cpu",
+           "--frames", str(FRAMES), "--repeats", "1", "--warmup", "0", "--backend", "torch", "torch-compiled", "tensorrt",
+           "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.slow
+def test_json_rows_have_the_fields_and_the_counted_nfe(run):
+    result, _ = run
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"teacher", "balanced", "fast"}
+    for r in rows.values():
+        assert all(k in r for k in ROW_FIELDS), sorted(set(ROW_FIELDS) - set(r))
+        assert (r["backend"], r["preset"], r["chunk_frames"]) == ("torch", "tiny", FRAMES)
+    # NFE is counted at the backend (CFG branches per denoiser call, summed over the chunk)
+    assert {v: r["nfe"] for v, r in rows.items()} == {"teacher": 75, "balanced": 18, "fast": 6}
+    assert result["summary"]["nfe_ratio_teacher_fast"] == 12.5
+    assert set(result["summary"]["teacher_fast_ratio"]) == {"torch"}
+
+
+@pytest.mark.slow
+def test_reported_columns_follow_their_definitions(run):
+    result, _ = run
+    audio_s = FRAMES / 25
+    floor = (FRAMES * 640 + 2 * 640 + 120) / 16000  # chunk audio + mel look-ahead (w = 2 frames + 120 samples)
+    for r in result["rows"]:
+        med = r["chunk_latency_median_s"]
+        assert r["fps"] == pytest.approx(FRAMES / med)
+        assert r["rtf"] == pytest.approx(med / audio_s)
+        assert r["latency_floor_s"] == pytest.approx(floor)
+        assert r["first_frame_latency_s"] == pytest.approx(floor + med)
+        assert r["chunk_latency_p90_s"] >= med >= r["chunk_latency_min_s"] > 0
+        parts = r["breakdown_median_s"]
+        assert set(parts) == {"audio_features", "conditions", "denoise", "vae_decode", "other"}
+        assert all(v >= 0 for v in parts.values())
+        assert parts["denoise"] <= med  # one repetition: the spans lie inside the chunk's wall time
+        assert r["latency_per_nfe_ms"] == pytest.approx(parts["denoise"] / r["nfe"] * 1000)
+        assert r["peak_memory_bytes"] > 50 * 2**20  # a python process with torch and the models loaded
+        assert 0 <= r["chunk_memory_bytes"] < r["peak_memory_bytes"]
+    flops = {r["variant"]: r["flops_breakdown"] for r in result["rows"]}
+    # teacher and balanced are the same network with 3 branches per call: 25 vs 6 calls
+    assert flops["teacher"]["denoise"] * 6 == flops["balanced"]["denoise"] * 25
+    assert flops["teacher"]["vae_decode"] == flops["fast"]["vae_decode"] > 0
+
+
+@pytest.mark.slow
+def test_unavailable_backends_are_reported_with_a_reason(run):
+    result, stdout = run
+    reasons = {u["backend"]: u["reason"] for u in result["unavailable"]}
+    assert set(reasons) == {"torch-compiled", "tensorrt"}
+    assert "CUDA" in reasons["tensorrt"] and "CUDA" in reasons["torch-compiled"]
+    machine = result["machine"]
+    assert machine["cores_logical"] >= 1 and machine["cpu"] and machine["gpu"] is None
+    assert machine["libraries"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert result["settings"]["flush_denormal"] is True
+    cpu = machine["cpu_during_timing"]
+    assert 0 < cpu["own_share"] <= 1 and 0 <= cpu["others_share"] <= 1 and cpu["seconds"] > 0
+    assert "| teacher | torch | 75 |" in stdout and "| fast | torch | 6 |" in stdout
+    assert "tensorrt: not run" in stdout
+
+
+def test_nothing_runnable_is_a_clear_error():
+    with pytest.raises(BackendUnavailable, match="tensorrt: TensorRT needs a CUDA GPU"):
+        run_benchmark(preset="tiny", device="cpu", backends=["tensorrt"], repeats=1, progress=False)
+
+
+def test_bad_flags_are_clear_errors(capsys):
+    assert main(["--frames", "0", "--backend", "torch"]) == 2
+    assert "--frames (the chunk length F) must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--backend", "jax"])
+
+
+def test_flop_counts_match_the_formulas():
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert count_flops(lambda: a @ b)[0] == 2 * 64 * 32 * 16
+    q, k = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 12, 8)  # CPU attention, counted by the custom rule
+    mask = torch.ones(10, 12, dtype=torch.bool)
+    flops, _ = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k, attn_mask=mask))
+    assert flops == 2 * (2 * 2 * 4 * 10 * 12 * 8)  # QK^T and PV
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS reset needs Linux /proc")
+def test_memory_probe_sees_a_transient_allocation():
+    probe = MemoryProbe(torch.device("cpu"))
+    probe.begin()
+    base = probe.peak()
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+    del block
+    grown, growth = probe.peak(), probe.growth()
+    probe.begin()  # the high-water mark resets to the current resident size
+    assert grown - base >= 190 * 2**20 and growth >= 190 * 2**20
+    assert probe.peak() < grown - 150 * 2**20 and probe.growth() < 10 * 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="CPU accounting reads Linux /proc/stat")
+def test_cpu_share_counts_this_process():
+    share = CpuShare()
+    share.start()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # 0.3 s of this process's CPU time
+        pass
+    cpu = share.stop()
+    assert cpu["own_share"] * cpu["seconds"] * len(os.sched_getaffinity(0)) == pytest.approx(0.3, abs=0.05)
+    assert 0 <= cpu["others_share"] <= 1 - cpu["own_share"] + 1e-6
