@@ -1,0 +1,64 @@
+"""benchmarks.quality_table: a row per method from real (tiny, random-init) runs, and the W-by-kind summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_tiny_model, randomize_zero_init
+
+from benchmarks.metrics.suite import Extractors
+from benchmarks.quality_table import (
+    Method,
+    evaluate_method,
+    ground_truth_row,
+    load_refs,
+    to_markdown,
+    weight_by_kind,
+)
+from fada_rt.checkpoint import save_model
+from train.synthetic.dataset import generate_dataset
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("quality")
+    generate_dataset(out=root / "heldout", clips=3, size=64, tier="A", seed=11, min_seconds=1.8, max_seconds=2.0,
+                     progress=False)
+    teacher = make_tiny_model(seed=1)
+    randomize_zero_init(teacher)
+    save_model(teacher, root / "runs" / "teacher-tiny" / "teacher", role="teacher", info={"step": 10})
+    save_model(teacher.make_student("layer_tokens"), root / "runs" / "distill" / "fast" / "student", role="student",
+               info={"step": 5})
+    refs = load_refs(root / "heldout", clips=2, manifest="A", max_frames=40)
+    return root, refs, Extractors.synthetic()
+
+
+def test_rows_have_the_table_keys(setup) -> None:
+    root, refs, ex = setup
+    fast = evaluate_method(Method("4", "CFG layer + tokens (fast)", "distill/fast", "student", "fast"),
+                           runs=root / "runs", refs=refs, extractors=ex, seed=0, video_dir=root / "videos")
+    teacher6 = evaluate_method(Method("2", "Teacher, DDIM 6 x 1 (cond.)", "teacher-tiny", "teacher", "teacher-6x1"),
+                               runs=root / "runs", refs=refs, extractors=ex, seed=0, video_dir=None)
+    gt = ground_truth_row(refs, ex)
+    for row in (fast, teacher6, gt):
+        assert {"method", "nfe", "sync_distance", "sync_confidence", "fid", "fvd"} <= set(row)
+        json.dumps(row)
+    assert (fast["nfe"], teacher6["nfe"], fast["train_step"]) == (6, 6, 5)
+    assert fast["fid"] > gt["fid"] == 0.0  # an untrained student is far from the ground truth
+    assert len(list((root / "videos").rglob("*.mp4"))) == 2
+    md = to_markdown([gt, teacher6, fast], [], header="## test")
+    assert "| CFG layer + tokens (fast) | 6 |" in md and "| Ground truth | 0 |" in md
+
+
+def test_weight_by_kind_from_samples(tmp_path: Path) -> None:
+    run = tmp_path / "distill" / "balanced"
+    run.mkdir(parents=True)
+    lines = ["step,clip,tier,kind,window,t,cfg_a,cfg_r,l_distill,l_gt,ratio,weight"]
+    lines += [f"1,c{i},B,desynced,1,0.1,1,1,0.01,5,500,0" for i in range(3)]
+    lines += ["1,c9,B,desynced,1,0.1,1,1,0.1,2,20,0.42", "1,c7,A,clean,1,0.1,1,1,0.1,0.5,5,0.3"]
+    (run / "samples.csv").write_text("\n".join(lines) + "\n")
+    kinds = {k["kind"]: k for k in weight_by_kind(tmp_path)}
+    assert kinds["desynced"]["weight_zero_share"] == 0.75 and kinds["desynced"]["samples"] == 4
+    assert kinds["clean"]["weight_zero_share"] == 0.0
