@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import threading
 import time
@@ -233,14 +234,24 @@ def run_live(
         if recorder is not None:
             recorder.add_audio(samples)
 
+    # Ctrl-C sets a flag that the loop reads between frames, so it never lands inside a frame write
+    # (a KeyboardInterrupt there could leave the recording and its reported frame count apart).
+    interrupt = threading.Event()
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupt.set())
+
+    def stopping() -> bool:
+        return interrupt.is_set() or (stop is not None and stop.is_set())
+
     frames, interrupted, last_report = 0, False, time.monotonic()
     source.start(sink, avatar.end_audio)
     try:
         while True:
             try:
                 item = avatar.next_frame(timeout=0.25)
-            except TimeoutError:  # no audio yet: look at the stop flag, wait again
-                if stop is not None and stop.is_set():
+            except TimeoutError:  # no audio yet: look at the stop flags, wait again
+                if stopping():
                     break
                 continue
             if item is None:  # the source ended and every frame is out
@@ -257,11 +268,14 @@ def run_live(
             if report is not None and time.monotonic() - last_report >= report_every:
                 report(_live_stats(stats, server, recorder))
                 last_report = time.monotonic()
-            if (stop is not None and stop.is_set()) or (duration is not None and pts >= duration):
+            if stopping() or (duration is not None and pts >= duration):
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # SIGINT while the loop runs outside the main thread's handler
         interrupted = True
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+        interrupted = interrupted or interrupt.is_set()
         source.stop()
         avatar.close()
         if recorder is not None:

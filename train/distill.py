@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--solve-cache", default=None, help="folder caching the teacher's window solves")
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, noise, window and scale draws")
+    p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
+    p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
+    p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
     args = p.parse_args(argv)
     config = VARIANTS[args.variant]
     loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
@@ -388,10 +391,19 @@ def main(argv: list[str] | None = None) -> None:
         data_digest = hashlib.sha256(json.dumps(sorted(clip_ids)).encode() + weights_digest(teacher.vae).encode())
         solve_cache = SolveCache(args.solve_cache, teacher_digest=weights_digest(teacher),
                                  data_digest=data_digest.hexdigest(), config=config)
+    validate = None
+    if args.validate_every:
+        from train.validate import Validator
+
+        if args.val_data is None:
+            raise ValueError("--validate-every needs --val-data (a held-out dataset)")
+        validate = Validator(data=args.val_data, run_dir=args.run, num_clips=args.val_clips,
+                             sampler="fast" if config.cfg_conditioned else "balanced")
     info = {"command": command_line("train.distill", argv), "variant": args.variant, "teacher": str(args.teacher),
             "train_clips": len(sampler)}
     losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=args.run, solve_cache=solve_cache,
-                     labels=read_labels_for(args.data, clip_ids), stop_after=args.stop_after, info=info)
+                     labels=read_labels_for(args.data, clip_ids), stop_after=args.stop_after, validate=validate,
+                     validate_every=args.validate_every, info=info)
     if losses:
         print(f"steps run: {len(losses)}; mean loss of the last 100: {sum(losses[-100:]) / len(losses[-100:]):.4f}")
 
