@@ -41,14 +41,11 @@ alike; the teacher/fast ratio is also taken pair-wise per repetition.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
-import hashlib
 import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +54,15 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.machine import CpuShare, MemoryProbe, machine_info, measure_peak_flops
+from benchmarks.nfe_backends import BackendFactory, ModelEntry, unavailable_reason
 from benchmarks.nfe_rows import VARIANTS, Row, chunk_flops, markdown_report, run_summary, summarise
 from fada_rt.backends import parse_dtype
-from fada_rt.backends.base import Backend, BackendUnavailable
-from fada_rt.backends.manifest import MANIFEST_NAME, EngineError
+from fada_rt.backends.base import BackendUnavailable
 from fada_rt.config import PRESETS, ModelConfig, get_preset
 from fada_rt.models.fada import FadaModel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BACKEND_NAMES = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
-
-
-@dataclass(eq=False)
-class ModelEntry:
-    model: FadaModel
-    role: str | None  # None: one set of weights serving several roles (random init)
-    checkpoint: Path | None  # where it came from (None: random init)
 
 
 # ---- the benchmark -------------------------------------------------------------------------------
@@ -245,112 +235,6 @@ def build_models(config: ModelConfig, *, variants: Sequence[str], seed: int,
         fast = teacher.make_student(VARIANTS["fast"].cfg_mode).eval() if "fast" in variants else None
     shared = ModelEntry(teacher, "teacher" if "balanced" not in variants else None, None)
     return {name: (ModelEntry(fast, "student", None) if name == "fast" else shared) for name in variants}
-
-
-def unavailable_reason(kind: str, *, device: torch.device, dtype: torch.dtype) -> str | None:
-    """Why backend ``kind`` cannot run here (None when it can)."""
-    if kind == "torch-compiled" and device.type != "cuda":
-        return ("CUDA only in this benchmark (torch.compile + CUDA graphs); on CPU torch.compile needs a C++ "
-                "toolchain and minutes of compilation per graph and has no CUDA graphs")
-    if kind in ("onnxruntime", "tensorrt") and dtype == torch.bfloat16:
-        return f"{kind} engines are exported in fp32 or fp16; bfloat16 is torch-only (use --dtype float16)"
-    if kind == "onnxruntime":
-        from fada_rt.backends.onnxruntime_backend import import_onnxruntime
-
-        try:
-            ort = import_onnxruntime()
-        except BackendUnavailable as err:
-            return str(err)
-        provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
-        if provider not in ort.get_available_providers():
-            return (f"this onnxruntime has no {provider} (it has {ort.get_available_providers()}); "
-                    "install onnxruntime-gpu for CUDA")
-    if kind == "tensorrt":
-        if device.type != "cuda":
-            return "TensorRT needs a CUDA GPU; this run is on the CPU"
-        from fada_rt.backends.tensorrt_backend import import_cudart, import_tensorrt
-
-        try:
-            import_tensorrt()
-            import_cudart()
-        except BackendUnavailable as err:
-            return str(err)
-    return None
-
-
-class BackendFactory:
-    """Builds each backend once per model; exported engines are cached in ``work_dir``."""
-
-    def __init__(self, *, device: torch.device, dtype: torch.dtype, work_dir: Path, ort_threads: int,
-                 log: Callable[[str], None]) -> None:
-        self.device, self.dtype, self.work_dir, self.ort_threads, self.log = device, dtype, work_dir, ort_threads, log
-        self.precision = "fp16" if dtype == torch.float16 else "fp32"
-        self._built: dict[tuple[str, int], Backend] = {}
-
-    def get(self, kind: str, entry: ModelEntry, role: str | None) -> Backend:
-        """The ``kind`` backend of ``entry``'s model, for a variant of checkpoint role ``role``."""
-        key = (kind, id(entry.model))
-        if key not in self._built:
-            self._built[key] = self._build(kind, entry)
-        backend = self._built[key]
-        built_for = getattr(backend, "role", None) or getattr(getattr(backend, "manifest", None), "role", None)
-        if built_for is not None and built_for != role:  # shared weights (random init) serving another role
-            backend = copy.copy(backend)  # the same sessions/engines, with the role unknown
-            backend.role, backend.manifest = None, None
-        return backend
-
-    def eager(self, entry: ModelEntry) -> Backend:
-        """The torch eager backend of ``entry`` (for FLOP counting)."""
-        return self.get("torch", entry, entry.role)
-
-    def _build(self, kind: str, entry: ModelEntry) -> Backend:
-        from fada_rt.backends.torch_backend import TorchBackend, prepare_model
-
-        if kind in ("torch", "torch-compiled"):
-            model = prepare_model(entry.model, device=self.device, dtype=self.dtype)  # in place, shared
-            compiled = kind == "torch-compiled"
-            return TorchBackend(model, compile=compiled, cuda_graphs=compiled, role=entry.role)
-        folder = self._engines(kind, entry)
-        try:
-            return self._open(kind, folder)
-        except EngineError as err:  # cached engines of another TensorRT/GPU/fada-rt: build them again
-            self.log(f"cached engines in {folder} cannot be used ({err}); exporting them again")
-            self._export(kind, entry, folder)
-            return self._open(kind, folder)
-
-    def _engines(self, kind: str, entry: ModelEntry) -> Path:
-        model = entry.model
-        if next(model.parameters()).dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
-            raise RuntimeError("engines must be exported before the torch backends move the weights")
-        trt = kind == "tensorrt"
-        key = hashlib.sha1(json.dumps({"model": model.config.to_dict(), "role": entry.role, "precision": self.precision,
-                                       "tensorrt": trt, "checkpoint": str(entry.checkpoint)}, sort_keys=True).encode())
-        folder = self.work_dir / "engines" / (f"{model.config.preset}-{model.config.cfg.mode}-{self.precision}"
-                                              f"{'-trt' if trt else ''}-{key.hexdigest()[:10]}")
-        if not (folder / MANIFEST_NAME).is_file():
-            self._export(kind, entry, folder)
-        return folder
-
-    def _export(self, kind: str, entry: ModelEntry, folder: Path) -> None:
-        from export.engines import export_engines
-        from fada_rt.checkpoint import save_model
-
-        checkpoint = entry.checkpoint
-        if checkpoint is None:
-            checkpoint = self.work_dir / "checkpoints" / folder.name
-            save_model(entry.model, checkpoint, role=entry.role or "teacher", info={"weights": "random init"})
-        self.log(f"exporting {checkpoint} -> {folder} ({self.precision}{', TensorRT' if kind == 'tensorrt' else ''})")
-        export_engines(checkpoint=checkpoint, out=folder, precision=self.precision, tensorrt=kind == "tensorrt",
-                       chunk=False, log=lambda s: None)
-
-    def _open(self, kind: str, folder: Path) -> Backend:
-        if kind == "onnxruntime":
-            from fada_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-            return OnnxRuntimeBackend.load(folder, device=self.device.type, threads=self.ort_threads)
-        from fada_rt.backends.tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend.load(folder, device=str(self.device), cuda_graphs=True)
 
 
 # ---- CLI -----------------------------------------------------------------------------------------

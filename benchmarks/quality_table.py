@@ -103,12 +103,30 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
             "seconds_per_frame": generated.seconds / generated.frames, "clips": len(refs)}
 
 
+def merge_rows(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One table from partial runs on the same clips: the ground truth row once, then the methods in
+    :data:`METHODS` order (a later part's row replaces an earlier one of the same method)."""
+    by_name: dict[str, dict[str, Any]] = {}
+    clips = {int(r["clips"]) for part in parts for r in part if "clips" in r}
+    if len(clips) > 1:
+        raise ValueError(f"the parts were scored on different numbers of clips {sorted(clips)}; rerun them alike")
+    for part in parts:
+        for row in part:
+            by_name[row["method"]] = row
+    order = ["Ground truth"] + [m.name for m in METHODS]
+    unknown = sorted(set(by_name) - set(order))
+    if unknown:
+        raise ValueError(f"rows of unknown methods {unknown} (not in METHODS)")
+    return [by_name[name] for name in order if name in by_name]
+
+
 def ground_truth_row(refs: list, extractors: Extractors) -> dict[str, Any]:
     """What the held-out ground truth scores on the per-clip metrics (FID/FVD against itself are 0)."""
     s = evaluate_clips(refs, refs, extractors=extractors, progress=False)["summary"]
     return {"table": "gt", "method": "Ground truth", "nfe": 0, "sync_distance": s["ref_sync_distance"],
             "sync_confidence": s["ref_sync_confidence"], "sync_abs_offset": 0.0, "fid": 0.0, "fvd": 0.0,
-            "identity_error": s["ref_identity_error"], "jitter": s["ref_jitter"], "seconds_per_frame": float("nan")}
+            "identity_error": s["ref_identity_error"], "jitter": s["ref_jitter"], "seconds_per_frame": float("nan"),
+            "clips": len(refs)}
 
 
 def weight_by_kind(runs: Path) -> list[dict[str, Any]]:
@@ -172,23 +190,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", default=None, help="evaluate only these method names")
     p.add_argument("--videos", default=None, help="also write every generated clip as mp4 under this folder")
     p.add_argument("--out", default="benchmarks/results", help="folder for quality_table.md / .json")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="instead of evaluating, combine the rows of earlier (partial, e.g. --only) runs' "
+                        "quality_table.json files into one table (a later file's row replaces an earlier one)")
     args = p.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
-    refs = load_refs(args.data, clips=args.clips, manifest=args.manifest, max_frames=args.max_frames)
-    extractors = Extractors.synthetic()
-    methods = [m for m in METHODS if args.only is None or m.name in args.only]
-    missing = [str(runs / m.run / m.checkpoint) for m in methods if not (runs / m.run / m.checkpoint).is_dir()]
-    if missing:
-        raise FileNotFoundError("missing checkpoints (train them first, see README): " + ", ".join(missing))
-    rows = [ground_truth_row(refs, extractors)]
-    for method in methods:
-        print(f"evaluating {method.name} ({method.sampler})", flush=True)
-        rows.append(evaluate_method(method, runs=runs, refs=refs, extractors=extractors, seed=args.seed,
-                                    video_dir=Path(args.videos) if args.videos else None))
+    if args.only is not None:
+        unknown = sorted(set(args.only) - {m.name for m in METHODS})
+        if unknown:
+            raise ValueError(f"unknown method names {unknown}; choose from {[m.name for m in METHODS]}")
+    if args.merge is not None:
+        rows = merge_rows([json.loads(Path(f).read_text()) for f in args.merge])
+    else:
+        refs = load_refs(args.data, clips=args.clips, manifest=args.manifest, max_frames=args.max_frames)
+        extractors = Extractors.synthetic()
+        methods = [m for m in METHODS if args.only is None or m.name in args.only]
+        missing = [str(runs / m.run / m.checkpoint) for m in methods if not (runs / m.run / m.checkpoint).is_dir()]
+        if missing:
+            raise FileNotFoundError("missing checkpoints (train them first, see README): " + ", ".join(missing))
+        rows = [ground_truth_row(refs, extractors)]
+        for method in methods:
+            print(f"evaluating {method.name} ({method.sampler})", flush=True)
+            rows.append(evaluate_method(method, runs=runs, refs=refs, extractors=extractors, seed=args.seed,
+                                        video_dir=Path(args.videos) if args.videos else None))
     kinds = weight_by_kind(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    header = (f"## Quality on {len(refs)} held-out synthetic clips ({args.max_frames} frames each, unseen identities)"
+    n_clips = max(int(r.get("clips", 0)) for r in rows) if rows else 0
+    header = (f"## Quality on {n_clips} held-out synthetic clips ({args.max_frames} frames each, unseen identities)"
               f"\n\nFID*/FVD* are the synthetic world's analogues (fixed feature spaces, benchmarks/metrics).")
+    out.mkdir(parents=True, exist_ok=True)
     (out / "quality_table.md").write_text(to_markdown(rows, kinds, header=header) + "\n")
     (out / "quality_table.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "quality_weights.json").write_text(json.dumps(kinds, indent=1) + "\n")

@@ -14,6 +14,7 @@ from benchmarks.quality_table import (
     evaluate_method,
     ground_truth_row,
     load_refs,
+    merge_rows,
     to_markdown,
     weight_by_kind,
 )
@@ -62,3 +63,19 @@ def test_weight_by_kind_from_samples(tmp_path: Path) -> None:
     kinds = {k["kind"]: k for k in weight_by_kind(tmp_path)}
     assert kinds["desynced"]["weight_zero_share"] == 0.75 and kinds["desynced"]["samples"] == 4
     assert kinds["clean"]["weight_zero_share"] == 0.0
+
+
+def test_merge_orders_methods_and_later_rows_win() -> None:
+    def row(name: str, fvd: float, clips: int = 16) -> dict:
+        return {"method": name, "nfe": 6, "fvd": fvd, "clips": clips}
+
+    first = [row("Ground truth", 0.0), row("CFG layer + tokens (fast)", 9.0), row("Stu. B, Fixed-0", 5.0)]
+    second = [row("Ground truth", 0.0), row("Teacher, DDIM 25 x 3 (A)", 1.0), row("CFG layer + tokens (fast)", 7.0)]
+    merged = merge_rows([first, second])
+    assert [r["method"] for r in merged] == ["Ground truth", "Teacher, DDIM 25 x 3 (A)", "Stu. B, Fixed-0",
+                                              "CFG layer + tokens (fast)"]
+    assert merged[-1]["fvd"] == 7.0
+    with pytest.raises(ValueError, match="different numbers of clips"):
+        merge_rows([first, [row("Stu. B, Fixed-0.2", 1.0, clips=8)]])
+    with pytest.raises(ValueError, match="unknown methods"):
+        merge_rows([[row("Made-up", 1.0)]])

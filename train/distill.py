@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fada_rt.config import CFG_MODES
@@ -55,6 +54,7 @@ from fada_rt.sampling import (
 )
 from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, run_training, step_seed
+from train.solve_cache import SolveCache
 
 
 @dataclass(frozen=True)
@@ -164,29 +164,6 @@ def draw_step(batch: ChunkBatch, config: DistillConfig, windows: PerflowWindows,
         keep_ref = u >= config.p_drop_both
         keep_audio = u >= config.p_drop_both + config.p_drop_audio
     return StepDraws(eps, t, window, cfg, keep_audio, keep_ref)
-
-
-class SolveCache:
-    """Teacher window ends on disk, one safetensors file per (rank, step), under a folder named by
-    the hash of everything a solve depends on."""
-
-    def __init__(self, root: str | Path, *, teacher_digest: str, data_digest: str, config: DistillConfig) -> None:
-        key = json.dumps({"teacher": teacher_digest, "data": data_digest, **config.solve_key()}, sort_keys=True)
-        self.folder = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "key.json").write_text(key + "\n")
-
-    def path(self, step: int, rank: int) -> Path:
-        return self.folder / f"r{rank}_s{step:07d}.safetensors"
-
-    def get(self, step: int, rank: int) -> Tensor | None:
-        p = self.path(step, rank)
-        return load_file(str(p))["z_end"] if p.is_file() else None
-
-    def put(self, step: int, rank: int, z_end: Tensor) -> None:
-        tmp = self.path(step, rank).with_suffix(".tmp")
-        save_file({"z_end": z_end.detach().cpu().contiguous()}, str(tmp))
-        tmp.replace(self.path(step, rank))
 
 
 # ---- the student side ----------------------------------------------------------------------------
