@@ -8,7 +8,8 @@ NFE-D, sync distance / confidence / |offset| (LSE-D / LSE-C style), FID and FVD 
 error, temporal jitter and wall time. Methods:
 
 * Table 2 — the teacher at 75 NFE (25 DDIM steps x 3 CFG branches), the teacher with few DDIM steps
-  (6 x 3 = 18 NFE, 6 x 1 = 6 NFE: what distillation must beat), basic PeRFlow on A.
+  (6 x 3 = 18 NFE, 6 x 1 = 6 NFE: what distillation must beat), the untrained network (the floor,
+  ``RUNS/untrained`` from ``train.teacher --steps 0``), basic PeRFlow on A.
 * Table 3 — PeRFlow on B with fixed W (0, 0.2, 1.0), adaptive without thresholds (s = 0.5, 0.25),
   adaptive (s = 0.5, 0.25): balanced students, 18 NFE.
 * Table 4 — multi-CFG distillation: none (the balanced student run conditionally, 6 NFE), the scales
@@ -52,6 +53,8 @@ METHODS: tuple[Method, ...] = (
     Method("2", "Teacher, DDIM 25 x 3 (A)", "teacher-tiny", "teacher", "teacher"),
     Method("2", "Teacher, DDIM 6 x 3", "teacher-tiny", "teacher", "teacher-6x3"),
     Method("2", "Teacher, DDIM 6 x 1 (cond.)", "teacher-tiny", "teacher", "teacher-6x1"),
+    # the floor: the teacher's network before training (python -m train.teacher ... --steps 0)
+    Method("2", "Untrained (random init), 6 x 1", "untrained", "teacher", "teacher-6x1"),
     Method("2", "PeRFlow, A", "distill/perflow-A", "student", "balanced"),
     Method("3", "Stu. B, Fixed-0", "distill/B-fixed-0", "student", "balanced"),
     Method("3", "+ Fixed-0.2", "distill/B-fixed-0.2", "student", "balanced"),

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Model/backend flags shared by generate and live."""
     p.add_argument("--checkpoint", default=None, help="student/teacher checkpoint folder (default: the shipped "
-                   "tiny student in fada_rt/assets/tiny-fast)")
+                   "tiny checkpoint of --sampler: fada_rt/assets/tiny-fast, tiny-balanced or tiny-teacher)")
     p.add_argument("--preset", default=None, help="expected preset of the checkpoint/engines (checked if given)")
     p.add_argument("--sampler", choices=tuple(SAMPLERS), default="fast", help="fast (default): CFG-distilled "
                    "student, 6 NFE; balanced: student with multi-CFG, 18 NFE; teacher: DDIM 25 steps x 3, 75 NFE")

@@ -39,6 +39,7 @@ from fada_rt.models.fada import ReferenceCache
 from fada_rt.sampling import (
     BALANCED_GUIDANCE,
     FAST_GUIDANCE,
+    SD15_SCHEDULE,
     TEACHER_GUIDANCE,
     DDIMPlan,
     Guidance,
@@ -142,12 +143,12 @@ class AvatarPipeline:
                         dtype: str | torch.dtype | None = None, compile: bool = False,
                         cuda_graphs: bool | None = None, preset: str | None = None,
                         sampler: str = "fast") -> AvatarPipeline:
-        """Build the backend (``checkpoint`` None = the embedded default student for torch)."""
+        """Build the backend (``checkpoint`` None = the shipped tiny checkpoint of ``sampler`` for torch)."""
         from fada_rt.assets import default_checkpoint
         from fada_rt.backends import create_backend
 
         if backend == "torch" and checkpoint is None:
-            checkpoint = default_checkpoint()
+            checkpoint = default_checkpoint(sampler)
         return cls(create_backend(backend, checkpoint=checkpoint, engine_dir=engine_dir, device=device,
                                   dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, preset=preset),
                    sampler=sampler)
@@ -209,7 +210,8 @@ class AvatarPipeline:
         denoiser = self.backend.bind(conditions)
         c, h = self.config.vae.latent_channels, self.config.latent_size
         noise = torch.randn((1, f, c, h, h), generator=generator, dtype=torch.float32, device=generator.device)
-        result = self.sampler.run(denoiser=denoiser, noise=noise.to(self.backend.device))
+        start = SD15_SCHEDULE.start_latent(noise.to(self.backend.device), avatar.latent.to(self.backend.device))
+        result = self.sampler.run(denoiser=denoiser, noise=start)  # (1, F, C, h, w) from t = 1
         latents = result.z0.float()  # (1, F, C, h, w)
         images = self.backend.decode(latents[0, :n])  # (n, 3, H, W) in [-1, 1]
         frames = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import wave as wavelib
@@ -12,11 +13,12 @@ import pytest
 from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
 
-from fada_rt.assets import DEFAULT_CHECKPOINT
+from fada_rt.assets import EXAMPLE_AUDIO, default_checkpoint
+from fada_rt.backends import create_backend
 from fada_rt.checkpoint import save_model
 from fada_rt.generate import generate_video, main
-from fada_rt.media import probe_video, write_wav
-from fada_rt.pipeline import AvatarPipeline
+from fada_rt.media import probe_video, read_audio, write_wav
+from fada_rt.pipeline import AvatarPipeline, check_sampler
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +55,28 @@ def test_generate_writes_a_playable_mp4_of_the_right_length(files, tmp_path):
     assert np.std(frames[0]) > 1  # a picture, not a blank frame
 
 
-def test_default_run_needs_only_out(tmp_path, capsys):
-    """README's main command: the shipped student on the examples; until the student is shipped it
-    fails with a message saying so (no random weights)."""
-    code = run_cli("--out", tmp_path / "demo.mp4")
-    if (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
-        assert code == 0
-        assert probe_video(tmp_path / "demo.mp4").frames > 0
-    else:
-        assert code == 2
-        assert "default tiny student is not shipped" in capsys.readouterr().err
-        assert not (tmp_path / "demo.mp4").exists()
+def test_default_run_needs_only_out(tmp_path):
+    """README's main command: the shipped fast student on the shipped examples."""
+    assert run_cli("--out", tmp_path / "demo.mp4") == 0
+    info = probe_video(tmp_path / "demo.mp4")
+    seconds = read_audio(EXAMPLE_AUDIO).size / 16000
+    assert info.frames == math.ceil(round(seconds * 25, 6)) and info.width == 256
+
+
+@pytest.mark.parametrize(("sampler", "role", "cfg_mode"), [("fast", "student", "layer_tokens"),
+                                                           ("balanced", "student", "none"),
+                                                           ("balanced-conditional", "student", "none"),
+                                                           ("teacher", "teacher", "none"),
+                                                           ("teacher-6x1", "teacher", "none")])
+def test_every_sampler_has_a_shipped_checkpoint(sampler, role, cfg_mode):
+    folder = default_checkpoint(sampler)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["role"] == role and config["model"]["cfg"]["mode"] == cfg_mode
+    assert config["model"]["preset"] == "tiny" and (folder / "model.safetensors").stat().st_size > 1_000_000
+    assert "command" in config["info"]  # how it was trained
+    check_sampler(sampler, create_backend("torch", checkpoint=folder))  # the pair really runs
+    with pytest.raises(ValueError, match="no shipped checkpoint for sampler"):
+        default_checkpoint("bogus")
 
 
 def write_hour_wav(path) -> None:

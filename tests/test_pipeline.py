@@ -140,6 +140,32 @@ def test_generation_is_seeded_by_the_explicit_generator(face):
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 0.5
 
 
+def test_chunks_start_from_the_forward_noised_reference(face):
+    """z_1 = sqrt(abar[999]) ref + sqrt(1 - abar[999]) eps, eps from the explicit generator."""
+    import dataclasses
+    import math
+
+    from fada_rt.sampling import SD15_SCHEDULE
+
+    pipeline = AvatarPipeline(TorchBackend(fast_model()))
+    avatar = pipeline.prepare(face)
+    starts = []
+    inner = pipeline.sampler.run
+
+    def run(*, denoiser, noise):
+        starts.append(noise.clone())
+        return inner(denoiser=denoiser, noise=noise)
+
+    pipeline.sampler = dataclasses.replace(pipeline.sampler, run=run)
+    pipeline.generate(avatar, windows_for(pipeline, 0.32), pipeline.initial_state(avatar),
+                      generator=torch.Generator().manual_seed(3))
+    eps = torch.randn((1, 8, 4, 16, 16), generator=torch.Generator().manual_seed(3))
+    a = float(SD15_SCHEDULE.alphas_cumprod[999])
+    assert 0.0046 < a < 0.0047
+    expected = math.sqrt(a) * avatar.latent[:, None] + math.sqrt(1 - a) * eps
+    torch.testing.assert_close(starts[0], expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize(("sampler", "cfg_mode", "nfe"), [("fast", "layer_tokens", 6), ("balanced", "none", 18),
                                                           ("teacher", None, 75)])
 def test_each_sampler_spends_its_nfe(face, sampler, cfg_mode, nfe):

@@ -8,11 +8,18 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
+from fada_rt.sampling import SD15_SCHEDULE
 from train.cache import build_cache, open_cache, weights_digest
 from train.data import ChunkSampler
 from train.loop import LoopConfig
 from train.synthetic.dataset import generate_dataset
-from train.teacher import TeacherObjective, TeacherTrainConfig, fixed_eval_batch, train_teacher
+from train.teacher import (
+    TeacherObjective,
+    TeacherTrainConfig,
+    fixed_eval_batch,
+    timestep_weights,
+    train_teacher,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +102,23 @@ def test_sampler_is_a_function_of_the_step(tiny_cache) -> None:
     s = a.starts[0]
     if s >= cfg.motion_frames and not torch.equal(a.motion[0, 0], a.reference[0]):
         torch.testing.assert_close(a.motion[0], clip[s - cfg.motion_frames : s])
+
+
+def test_truncated_snr_weighting(tiny_cache) -> None:
+    """lambda(t) = max(1, (1 - abar) / abar): 1 while SNR >= 1, the x0-loss weight 1/SNR beyond."""
+    abar = SD15_SCHEDULE.alphas_cumprod.float()
+    w = timestep_weights(abar, "truncated_snr")
+    a999 = float(abar[999])
+    assert w[0] == 1.0 and w[300] == 1.0 and w[400] > 1.0  # abar crosses 0.5 (SNR 1) at index 354
+    assert float(w[999]) == pytest.approx((1 - a999) / a999, rel=1e-6) and 200 < float(w[999]) < 220
+    assert torch.all(w[1:] >= w[:-1])  # non-decreasing in t
+    assert torch.equal(timestep_weights(abar, "uniform"), torch.ones(1000))
+    with pytest.raises(ValueError, match="loss_weighting"):
+        TeacherTrainConfig(loss_weighting="snr")
+    _, cache = tiny_cache
+    model = make_tiny_model(seed=0).eval()
+    batch, eps, t, keep_a, keep_r = fixed_eval_batch(_sampler(model, cache), batch_size=4)
+    with torch.no_grad():
+        plain = TeacherObjective(model)(batch, eps, t, keep_a, keep_r)
+        weighted = TeacherObjective(model, "truncated_snr")(batch, eps, t, keep_a, keep_r)
+    torch.testing.assert_close(weighted, plain * w[t], rtol=1e-5, atol=0)

@@ -12,20 +12,35 @@ from pathlib import Path
 ASSETS_DIR = Path(__file__).resolve().parent
 #: The shipped tiny CFG-distilled ("fast") student: config.json + model.safetensors.
 DEFAULT_CHECKPOINT = ASSETS_DIR / "tiny-fast"
+#: The shipped tiny checkpoint each sampler runs when no checkpoint is given.
+DEFAULT_CHECKPOINTS: dict[str, Path] = {
+    "fast": DEFAULT_CHECKPOINT,
+    "balanced": ASSETS_DIR / "tiny-balanced",
+    "balanced-conditional": ASSETS_DIR / "tiny-balanced",
+    "teacher": ASSETS_DIR / "tiny-teacher",
+    "teacher-6x3": ASSETS_DIR / "tiny-teacher",
+    "teacher-6x1": ASSETS_DIR / "tiny-teacher",
+}
+#: The small VAE trained by ``python -m train.vae`` (``train.teacher --vae``); also inside every checkpoint.
+TINY_VAE = ASSETS_DIR / "tiny-vae"
 #: The example portrait and speech of the synthetic world, in the repository's examples/ folder.
 EXAMPLES_DIR = ASSETS_DIR.parent.parent / "examples"
 EXAMPLE_IMAGE = EXAMPLES_DIR / "face.png"
 EXAMPLE_AUDIO = EXAMPLES_DIR / "speech.wav"
 
 
-def default_checkpoint() -> Path:
-    """The shipped student's folder, or a clear error while its weights are not shipped."""
-    if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+def default_checkpoint(sampler: str = "fast") -> Path:
+    """The shipped tiny checkpoint for ``sampler`` (fast: the CFG-distilled student; balanced: the
+    branch-wise student; teacher: the teacher), or a clear error while its weights are not shipped."""
+    if sampler not in DEFAULT_CHECKPOINTS:
+        raise ValueError(f"no shipped checkpoint for sampler {sampler!r}; choose one of {tuple(DEFAULT_CHECKPOINTS)}")
+    folder = DEFAULT_CHECKPOINTS[sampler]
+    if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(
-            f"the default tiny student is not shipped in this version (expected {DEFAULT_CHECKPOINT}/config.json "
-            f"and model.safetensors); pass --checkpoint FOLDER with a trained student checkpoint"
+            f"the default tiny checkpoint for sampler {sampler!r} is not shipped in this installation (expected "
+            f"{folder}/config.json and model.safetensors); pass --checkpoint FOLDER with a trained checkpoint"
         )
-    return DEFAULT_CHECKPOINT
+    return folder
 
 
 def example_image() -> Path:

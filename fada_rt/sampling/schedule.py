@@ -66,6 +66,20 @@ class NoiseSchedule:
         """``abar(t)`` for an exact rational ``t`` (plan construction, no float rounding)."""
         return float(self.alphas_cumprod[exact_index(t, self.num_train_timesteps, clamp=True)])
 
+    def start_latent(self, noise: Tensor, estimate: Tensor) -> Tensor:
+        """The sampler's start at t = 1: ``sqrt(abar(1)) estimate + sqrt(1 - abar(1)) noise``.
+
+        SD1.5's schedule never reaches zero SNR: every training ``z_1`` still holds
+        ``sqrt(abar[999]) x0 = 0.068 x0``, and a network trained on it leans on that trace.
+        Sampling from pure noise takes it away; a model trained from scratch (the tiny teacher) then
+        produced noise frames. The chunk's best estimate of ``x0`` at the runtime is the avatar's
+        reference latent (frames differ from it only by mouth and pose), so the chunk starts from the
+        forward-noised reference (Lin et al. 2024 discuss the non-zero terminal SNR).
+        ``noise`` (B, F, C, h, w), ``estimate`` (B, C, h, w) -> (B, F, C, h, w).
+        """
+        a = float(self.alphas_cumprod[-1])
+        return math.sqrt(a) * estimate[:, None].to(noise.dtype) + math.sqrt(1.0 - a) * noise
+
     def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """Forward noising ``z_t = sqrt(abar(t)) x0 + sqrt(1 - abar(t)) eps``; ``t`` is (B,) or scalar."""
         a = per_sample(self.abar(t.to(x0.device)), x0)

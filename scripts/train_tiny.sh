@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole tiny-preset recipe, on the synthetic world: data, VAE, teacher, every distillation variant
+# of the paper's Tables 2-4, the quality table, and the shipped assets. CPU is enough (2 cores: about
+# 1.5 h VAE + 1 h teacher + 2 h of distillation); every step resumes where it stopped.
+#
+#   bash scripts/train_tiny.sh [WORK_DIR]        (default: ./work)
+#
+# The numbers in README.md and benchmarks/results/quality_table.md come from exactly these commands.
+set -euo pipefail
+WORK=${1:-work}
+DATA=$WORK/data/world
+HELDOUT=$WORK/data/heldout
+RUNS=$WORK/runs
+CACHE=$RUNS/cache-world
+SOLVES=$RUNS/solves
+DISTILL_STEPS=${DISTILL_STEPS:-400}  # the shipped students; more steps are better where time allows
+mkdir -p "$RUNS"
+
+# 1. the synthetic world: 4000 tier-B clips (about half clean = tier A) and unseen held-out identities
+[ -f "$DATA/manifest_B.txt" ] || python -m train.synthetic --out "$DATA" --clips 4000 --size 64 --tier B --seed 0
+[ -f "$HELDOUT/manifest_B.txt" ] || python -m train.synthetic --out "$HELDOUT" --clips 96 --size 64 --tier B --seed 1
+
+# 2. the small VAE (f=4) and the latent/audio cache
+[ -f "$RUNS/vae-tiny/vae.safetensors" ] || \
+  python -m train.vae --data "$DATA" --out "$RUNS/vae-tiny" --steps 3000 --max-clips 800 --log "$RUNS/vae-tiny.csv"
+python -m train.cache --data "$DATA" --vae "$RUNS/vae-tiny" --out "$CACHE" --manifest B
+
+# 3. the teacher on the strict set A, in two stages: Eq. 1 as in the paper for 3000 steps, then 2000
+#    steps with the truncated-SNR weight max(1, 1/SNR), without which this from-scratch tiny teacher had
+#    not learnt x0 at high noise (its DDIM samples were noise; see train/teacher.py, README "Training")
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --vae "$RUNS/vae-tiny" \
+  --run "$RUNS/teacher-tiny-uniform" --steps 5000 --stop-after 3000 --batch-size 4 --lr 3e-4 \
+  --checkpoint-every 1000 --validate-every 2500 --val-data "$HELDOUT" --val-clips 4
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-tiny-uniform/teacher-latest" \
+  --run "$RUNS/teacher-tiny" --steps 2000 --batch-size 4 --lr 3e-4 --loss-weighting truncated_snr \
+  --checkpoint-every 500 --validate-every 2000 --val-data "$HELDOUT" --val-clips 4
+
+# the floor of the quality table: the same network untrained (random init, the trained VAE)
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --vae "$RUNS/vae-tiny" --run "$RUNS/untrained" --steps 0
+
+# 4. distillation: every variant, sharing the teacher's window solves within a family
+for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 B-fixed-1.0 \
+               B-unlimited-0.5 B-unlimited-0.25 B-adaptive-0.5 perflow-A; do
+  python -m train.distill --teacher "$RUNS/teacher-tiny/teacher" --data "$DATA" --cache "$CACHE" \
+    --run "$RUNS/distill/$variant" --variant "$variant" --solve-cache "$SOLVES" \
+    --steps "$DISTILL_STEPS" --lr 1e-4
+done
+
+# 5. the quality table (benchmarks/results/quality_table.{md,json}) and the shipped students
+python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 24 --out benchmarks/results
+rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
+cp -r "$RUNS/distill/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/teacher-tiny/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
