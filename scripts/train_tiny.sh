@@ -47,7 +47,7 @@ for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 
 done
 
 # 5. the quality table (benchmarks/results/quality_table.{md,json}) and the shipped students
-python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 24 --out benchmarks/results
+python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
 cp -r "$RUNS/distill/fast/student" fada_rt/assets/tiny-fast
 cp -r "$RUNS/distill/balanced/student" fada_rt/assets/tiny-balanced
