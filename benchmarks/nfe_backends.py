@@ -70,8 +70,7 @@ class BackendFactory:
         if key not in self._built:
             self._built[key] = self._build(kind, entry)
         backend = self._built[key]
-        built_for = getattr(backend, "role", None) or getattr(getattr(backend, "manifest", None), "role", None)
-        if built_for is not None and built_for != role:  # shared weights (random init) serving another role
+        if backend.role is not None and backend.role != role:  # shared weights (random init) serving another role
             backend = copy.copy(backend)  # the same sessions/engines, with the role unknown
             backend.role, backend.manifest = None, None
         return backend

@@ -244,7 +244,7 @@ def run_live(
     def stopping() -> bool:
         return interrupt.is_set() or (stop is not None and stop.is_set())
 
-    frames, interrupted, last_report = 0, False, time.monotonic()
+    frames, last_report = 0, time.monotonic()
     source.start(sink, avatar.end_audio)
     try:
         while True:
@@ -270,12 +270,9 @@ def run_live(
                 last_report = time.monotonic()
             if stopping() or (duration is not None and pts >= duration):
                 break
-    except KeyboardInterrupt:  # SIGINT while the loop runs outside the main thread's handler
-        interrupted = True
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
-        interrupted = interrupted or interrupt.is_set()
         source.stop()
         avatar.close()
         if recorder is not None:
@@ -285,7 +282,7 @@ def run_live(
     if getattr(source, "error", None) is not None:
         raise source.error
     stats = _live_stats(avatar.stats, server, recorder)
-    return LiveResult(frames=frames, stats=stats, interrupted=interrupted,
+    return LiveResult(frames=frames, stats=stats, interrupted=interrupt.is_set(),
                       recorded_frames=recorder.writer.frames_written if recorder is not None else None)
 
 

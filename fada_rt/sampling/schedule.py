@@ -77,7 +77,7 @@ class NoiseSchedule:
         forward-noised reference (Lin et al. 2024 discuss the non-zero terminal SNR).
         ``noise`` (B, F, C, h, w), ``estimate`` (B, C, h, w) -> (B, F, C, h, w).
         """
-        a = float(self.alphas_cumprod[-1])
+        a = self.abar_at_fraction(1)
         return math.sqrt(a) * estimate[:, None].to(noise.dtype) + math.sqrt(1.0 - a) * noise
 
     def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
