@@ -22,6 +22,8 @@ from typing import Any, Literal
 AudioKind = Literal["mel", "wav2vec2"]
 CFGMode = Literal["none", "time_embed", "layer_mlp", "layer_tokens"]
 CFG_MODES: tuple[str, ...] = ("none", "time_embed", "layer_mlp", "layer_tokens")
+Prediction = Literal["epsilon", "v"]
+PREDICTIONS: tuple[str, ...] = ("epsilon", "v")
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,15 @@ class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     audio_proj: AudioProjConfig = field(default_factory=AudioProjConfig)
     cfg: CFGConfig = field(default_factory=CFGConfig)
+    #: What the denoising UNet's raw output means. Its ``forward`` always returns eps (the one
+    #: denoiser interface); "v" (Salimans & Ho 2022) converts ``eps = sqrt(1 - abar) z + sqrt(abar) v``
+    #: inside the network, so x0 errors at high noise are not amplified by ``1 / sqrt(abar)`` (14.6x
+    #: at t = 1). "epsilon": SD1.5's own meaning (checkpoints without the key are epsilon).
+    prediction: Prediction = "epsilon"
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {PREDICTIONS}")
         f = self.vae.downsample_factor
         if self.resolution % (f * 2 ** (len(self.unet.block_out_channels) - 1)):
             raise ValueError(
@@ -271,6 +280,7 @@ def _tiny() -> ModelConfig:
         audio=AudioConfig(kind="mel", num_layers=4, dim=32),
         audio_proj=AudioProjConfig(hidden_dim=128, num_tokens=8),
         cfg=CFGConfig(mode="none", num_tokens=4, embed_dim=64),
+        prediction="v",  # trained from scratch: x0 at high noise must be learnt (README "Training")
     )
 
 

@@ -6,9 +6,11 @@ import pytest
 import torch
 from conftest import make_tiny_model, random_chunk, randomize_zero_init
 
-from fada_rt.config import AudioConfig, get_preset
+from fada_rt.config import AudioConfig, ModelConfig, get_preset
 from fada_rt.models.audio import MelFrontend, Wav2Vec2Frontend, num_video_frames, window_features
+from fada_rt.models.denoiser import eps_from_v
 from fada_rt.models.fada import FadaModel
+from fada_rt.sampling import SD15_SCHEDULE
 
 
 def test_shapes_through_every_module(tiny_model: FadaModel) -> None:
@@ -164,3 +166,43 @@ def test_reference_net_freezes_only_unused_tail(tiny_model: FadaModel) -> None:
     for name, p in tiny_model.reference_net.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, f"{name} is trainable but gets no gradient"
+
+
+def test_eps_from_v_inverts_the_v_parametrisation() -> None:
+    """z = sqrt(a) x0 + sqrt(1-a) eps, v = sqrt(a) eps - sqrt(1-a) x0  =>  eps_from_v(z, v, a) = eps."""
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 3, 2, 4, 4, 4, generator=gen).unbind(0)  # (3, F=2, C, h, w) each
+    abar = torch.tensor([0.0047, 0.3, 0.999])
+    a = abar.view(-1, 1, 1, 1, 1)
+    z = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    v = a.sqrt() * eps - (1 - a).sqrt() * x0
+    torch.testing.assert_close(eps_from_v(z, v, abar), eps, atol=1e-5, rtol=1e-5)
+
+
+def test_v_prediction_denoiser_returns_eps_of_its_raw_output() -> None:
+    """A v-prediction model outputs sqrt(1-abar) z + sqrt(abar) raw, abar at the rounded, clamped
+    network timestep (teacher index t or student 1000 t); 'epsilon' returns raw; weights are shared."""
+    model = make_tiny_model(seed=3)
+    assert model.config.prediction == "v"  # the tiny preset's parametrisation
+    z, _, cond = random_chunk(model)
+    abar = SD15_SCHEDULE.alphas_cumprod.float()
+    for t, index in [(0.0, 0), (600.4, 600), (999.0, 999), (1000.0, 999)]:
+        timestep = torch.tensor([t])
+        with torch.no_grad():
+            out_v = model.set_prediction("v").bind(cond)(z, timestep, branches=("a",))[0]
+            raw = model.set_prediction("epsilon").bind(cond)(z, timestep, branches=("a",))[0]
+        a = abar[index]
+        torch.testing.assert_close(out_v, (1 - a).sqrt() * z + a.sqrt() * raw, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown prediction"):
+        model.set_prediction("x0")
+
+
+def test_prediction_in_config_round_trip_and_default() -> None:
+    config = get_preset("tiny")
+    data = config.to_dict()
+    assert ModelConfig.from_dict(data).prediction == "v"
+    del data["prediction"]  # checkpoints written before the key existed are epsilon models
+    assert ModelConfig.from_dict(data).prediction == "epsilon"
+    assert get_preset("sd15").prediction == "epsilon"  # SD1.5's own parametrisation
+    with pytest.raises(ValueError, match=r"model\.prediction"):
+        ModelConfig.from_dict({**data, "prediction": "sample"})

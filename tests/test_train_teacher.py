@@ -122,3 +122,22 @@ def test_truncated_snr_weighting(tiny_cache) -> None:
         plain = TeacherObjective(model)(batch, eps, t, keep_a, keep_r)
         weighted = TeacherObjective(model, "truncated_snr")(batch, eps, t, keep_a, keep_r)
     torch.testing.assert_close(weighted, plain * w[t], rtol=1e-5, atol=0)
+
+
+def test_prediction_override_fine_tunes_an_epsilon_checkpoint(tiny_cache, tmp_path: Path) -> None:
+    """--init an epsilon teacher with --prediction v: same weights, v config, saved and reloaded as v."""
+    from fada_rt.checkpoint import load_model, save_model
+    from train.teacher import build_teacher_model
+
+    _, cache = tiny_cache
+    eps_model = make_tiny_model(seed=0, prediction="epsilon")
+    save_model(eps_model, tmp_path / "eps", role="teacher")
+    model = build_teacher_model(preset="tiny", init=str(tmp_path / "eps"), prediction="v")
+    assert model.config.prediction == "v" and model.denoiser.config.prediction == "v"
+    for (name, p), q in zip(model.state_dict().items(), eps_model.state_dict().values()):
+        assert torch.equal(p, q), name
+    same = build_teacher_model(preset="tiny", init=str(tmp_path / "eps"))
+    assert same.config.prediction == "epsilon"  # no override: the checkpoint's parametrisation
+    train_teacher(model=model, sampler=_sampler(model, cache), config=_config(steps=2), run_dir=tmp_path / "run")
+    reloaded, _ = load_model(tmp_path / "run" / "teacher", role="teacher")
+    assert reloaded.config.prediction == "v"

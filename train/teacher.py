@@ -10,6 +10,11 @@ sqrt(1-abar) eps``; condition dropout trains the three CFG branches of Eq. 9: wi
 otherwise both ("a"). Checkpoints are exact to resume (all randomness is a function of
 (seed, step, rank)); metrics go to ``metrics.csv`` and TensorBoard; the EMA teacher is exported as a
 fada-rt checkpoint at the end (``RUN/teacher``) and at every checkpoint (``RUN/teacher-latest``).
+
+The loss is always Eq. 1's eps MSE; what the UNet itself outputs is the model's ``prediction``
+(eps for sd15, v for tiny: ``DenoisingUNet`` converts v to eps), and ``--prediction`` turns an eps
+checkpoint into a v one to fine-tune. With ``truncated_snr`` weighting a v network's loss is within a
+factor 2 of its v MSE at every t (weight x abar = max(abar, 1 - abar), in [1/2, 1]).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fada_rt.config import PREDICTIONS
 from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
 from train.data import ChunkBatch, ChunkSampler
@@ -144,9 +150,19 @@ def train_teacher(
 
 
 def build_teacher_model(*, preset: str, vae: str | None = None, init: str | None = None,
-                        init_sd15: str | None = None, wav2vec2: str | None = None) -> FadaModel:
+                        init_sd15: str | None = None, wav2vec2: str | None = None,
+                        prediction: str | None = None) -> FadaModel:
     """The model a teacher run starts from: a fada-rt checkpoint (``init``), a local SD1.5 folder
-    (``init_sd15``; sd15-shaped presets), or random init with a trained small VAE (``vae``)."""
+    (``init_sd15``; sd15-shaped presets), or random init with a trained small VAE (``vae``).
+    ``prediction`` overrides the parametrisation of the preset or checkpoint (None keeps it)."""
+    model = _build_teacher_model(preset=preset, vae=vae, init=init, init_sd15=init_sd15, wav2vec2=wav2vec2)
+    if prediction is not None and prediction != model.config.prediction:
+        model.set_prediction(prediction)
+    return model
+
+
+def _build_teacher_model(*, preset: str, vae: str | None, init: str | None, init_sd15: str | None,
+                         wav2vec2: str | None) -> FadaModel:
     from fada_rt.checkpoint import init_from_sd15, load_model, load_vae
     from fada_rt.config import get_preset
 
@@ -193,13 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loss-weighting", default="uniform", choices=LOSS_WEIGHTINGS,
                    help="per-timestep weight of Eq. 1: uniform (the paper; SD1.5-initialised teachers) or "
                         "truncated_snr, max(1, 1/SNR): x0 accuracy at high noise (teachers trained from scratch)")
+    p.add_argument("--prediction", default=None, choices=PREDICTIONS,
+                   help="what the UNet outputs: epsilon (SD1.5) or v (the tiny preset); default: the preset's, "
+                        "or --init's; giving another fine-tunes the checkpoint into it")
     args = p.parse_args(argv)
     loop = LoopConfig(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
                       checkpoint_every=args.checkpoint_every)
     config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed,
                                 loss_weighting=args.loss_weighting)
     model = build_teacher_model(preset=args.preset, vae=args.vae, init=args.init, init_sd15=args.init_sd15,
-                                wav2vec2=args.wav2vec2)
+                                wav2vec2=args.wav2vec2, prediction=args.prediction)
     cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae),
                        clip_ids=read_manifest(args.data, args.manifest))
     sampler = ChunkSampler(cache, config=model.config, seed=config.seed,

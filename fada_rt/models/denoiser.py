@@ -4,7 +4,9 @@ A diffusers ``UNet2DConditionModel`` whose transformer blocks get, in order:
 reference attention (attn1 over ``[h; h_ref]``), audio attention (attn2 over the frame's audio
 tokens), the student's CFG layer (after attn2, :mod:`fada_rt.models.attention`), SD's feed-forward,
 and temporal attention with the motion-frame prefix (:mod:`fada_rt.models.temporal`).
-All frames of a clip share one timestep.
+All frames of a clip share one timestep. The output is always eps; a ``prediction="v"`` config
+converts the UNet's raw v output to eps inside ``forward`` (:func:`eps_from_v`), so samplers,
+distillation targets and exported graphs see one interface.
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ from fada_rt.models.cfg_embedding import CFGEmbedding
 from fada_rt.models.context import FadaContext
 from fada_rt.models.temporal import add_temporal_layer
 from fada_rt.models.unet import build_unet, transformer_blocks
+from fada_rt.sampling.schedule import SD15_SCHEDULE
+
+
+def eps_from_v(sample: Tensor, v: Tensor, abar: Tensor) -> Tensor:
+    """``eps = sqrt(1 - abar) z + sqrt(abar) v`` for ``z = sqrt(abar) x0 + sqrt(1 - abar) eps`` and
+    ``v = sqrt(abar) eps - sqrt(1 - abar) x0`` (Salimans & Ho 2022, Eq. 9 reparametrised).
+
+    sample, v: (B, F, C, h, w); abar: (B,). Computed in fp32, returned in ``v``'s dtype.
+    """
+    a = abar.float().view(-1, *([1] * (v.dim() - 1)))  # (B, 1, 1, 1, 1)
+    return ((1.0 - a).sqrt() * sample.float() + a.sqrt() * v.float()).to(v.dtype)
 
 
 class DenoisingUNet(nn.Module):
@@ -36,6 +49,8 @@ class DenoisingUNet(nn.Module):
         self.unet = unet if unet is not None else build_unet(config)
         self.cfg_embedding: CFGEmbedding | None = None
         self.blocks = tuple(transformer_blocks(self.unet))  # plain tuple: registered via self.unet
+        # abar per network timestep for the v -> eps conversion (teacher index t, student 1000 t)
+        self.register_buffer("abar", SD15_SCHEDULE.alphas_cumprod.float(), persistent=False)
         for layer, block in enumerate(self.blocks):
             block.attn1.set_processor(ReferenceAttnProcessor(layer))
             block.attn2.set_processor(AudioAttnProcessor(layer, self._dim(block)))
@@ -100,7 +115,7 @@ class DenoisingUNet(nn.Module):
         ref_mask: Tensor | None = None,
         cfg: Tensor | None = None,
     ) -> Tensor:
-        """Predict eps for a batch of clips.
+        """Predict eps for a batch of clips (a v-prediction UNet's output is converted, :func:`eps_from_v`).
 
         Args:
             sample: (B, F, C, h, w) noisy latents.
@@ -133,7 +148,11 @@ class DenoisingUNet(nn.Module):
         out = self.unet(
             x, t, encoder_hidden_states=context, timestep_cond=timestep_cond, cross_attention_kwargs={"fada": ctx}
         ).sample
-        return out.view(sample.shape)
+        out = out.view(sample.shape)  # (B, F, C, h, w)
+        if self.config.prediction == "v":
+            index = timestep.reshape(b).float().round().long().clamp(0, self.abar.shape[0] - 1)  # (B,)
+            out = eps_from_v(sample, out, self.abar[index])
+        return out
 
     @staticmethod
     def per_frame(x: Tensor, num_frames: int) -> Tensor:

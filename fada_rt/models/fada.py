@@ -73,6 +73,13 @@ class FadaModel(nn.Module):
             module.requires_grad_(False)
         return self
 
+    def set_prediction(self, prediction: str) -> FadaModel:
+        """Reinterpret the denoiser's raw output ("epsilon" or "v", :class:`ModelConfig`), e.g. to
+        fine-tune an epsilon teacher as a v-prediction one; the weights are kept."""
+        self.config = self.config.replace(prediction=prediction)  # validates
+        self.denoiser.config = self.denoiser.config.replace(prediction=prediction)
+        return self
+
     def make_student(self, cfg_mode: str) -> FadaModel:
         """A student initialised from this teacher, plus CFG conditioning (``cfg_mode``; 'none' keeps
         the teacher's shape: the balanced student). Its output equals the teacher's at init."""
