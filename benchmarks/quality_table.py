@@ -47,12 +47,16 @@ class Method:
     run: str  # folder under RUNS holding the checkpoint folder
     checkpoint: str  # "teacher" or "student"
     sampler: str
+    cfg_audio: float | None = None  # guidance scales (None: the sampler's, paper §4.1)
+    cfg_ref: float | None = None
 
 
 METHODS: tuple[Method, ...] = (
     Method("2", "Teacher, DDIM 25 x 3 (A)", "teacher-tiny", "teacher", "teacher"),
     Method("2", "Teacher, DDIM 6 x 3", "teacher-tiny", "teacher", "teacher-6x3"),
     Method("2", "Teacher, DDIM 6 x 1 (cond.)", "teacher-tiny", "teacher", "teacher-6x1"),
+    # the paper's scales (6.5 / 2.5) are too strong for the tiny teacher: a sweep found 2 / 1 best (README)
+    Method("2", "Teacher, DDIM 6 x 3, CFG 2 / 1", "teacher-tiny", "teacher", "teacher-6x3", 2.0, 1.0),
     # the floor: the teacher's network before training (python -m train.teacher ... --steps 0)
     Method("2", "Untrained (random init), 6 x 1", "untrained", "teacher", "teacher-6x1"),
     Method("2", "PeRFlow, A", "distill/perflow-A", "student", "balanced"),
@@ -64,6 +68,7 @@ METHODS: tuple[Method, ...] = (
     Method("3", "+ Adaptive-0.5", "distill/B-adaptive-0.5", "student", "balanced"),
     Method("3", "+ Adaptive-0.25 (balanced)", "distill/balanced", "student", "balanced"),
     Method("4", "No CFG distillation (cond.)", "distill/balanced", "student", "balanced-conditional"),
+    Method("4", "Balanced, CFG 2 / 1", "distill/balanced", "student", "balanced", 2.0, 1.0),
     Method("4", "CFG time embed", "distill/cfg-time-embed", "student", "fast"),
     Method("4", "CFG layer w/o tokens", "distill/cfg-layer-mlp", "student", "fast"),
     Method("4", "CFG layer + tokens (fast)", "distill/fast", "student", "fast"),
@@ -95,11 +100,14 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
                     video_dir: Path | None) -> dict[str, Any]:
     folder = runs / method.run / method.checkpoint
     model, meta = load_model(folder, role=method.checkpoint)
-    pipeline = AvatarPipeline(TorchBackend(model, role=method.checkpoint), sampler=method.sampler)
+    pipeline = AvatarPipeline(TorchBackend(model, role=method.checkpoint), sampler=method.sampler,
+                              cfg_audio=method.cfg_audio, cfg_ref=method.cfg_ref)
     generated = generate_clips(pipeline, refs, seed=seed,
                                video_dir=None if video_dir is None else video_dir / _slug(method.name))
     summary = evaluate_clips(generated.clips, refs, extractors=extractors, progress=False)["summary"]
+    g = pipeline.sampler.guidance
     return {"table": method.table, "method": method.name, "nfe": pipeline.nfe, "sampler": method.sampler,
+            "cfg": None if g.mode == "conditional" else [float(g.cfg_a), float(g.cfg_r)],
             "checkpoint": str(folder), "train_step": meta["info"].get("step"),
             **{k: float(summary[k]) for k in ("sync_distance", "sync_confidence", "sync_abs_offset", "sync_in_sync",
                                               "fid", "fvd", "identity_error", "jitter")},

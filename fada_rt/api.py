@@ -49,6 +49,8 @@ class StreamingAvatar:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         sampler: str = "fast",
+        cfg_audio: float | None = None,
+        cfg_ref: float | None = None,
         seed: int = 0,
         realtime: bool = True,
         pipeline: AvatarPipeline | None = None,
@@ -56,7 +58,8 @@ class StreamingAvatar:
         """Load the model (or reuse ``pipeline``) and prepare the portrait ``image`` once."""
         if pipeline is None:
             pipeline = AvatarPipeline.from_checkpoint(checkpoint, backend=backend, engine_dir=engine_dir,
-                                                      device=device, dtype=dtype, sampler=sampler)
+                                                      device=device, dtype=dtype, sampler=sampler,
+                                                      cfg_audio=cfg_audio, cfg_ref=cfg_ref)
         self.pipeline = pipeline
         generator = torch.Generator(device="cpu").manual_seed(seed)
         self.session = StreamingSession(pipeline, pipeline.prepare(image), generator=generator, drop_late=realtime)

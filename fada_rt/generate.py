@@ -160,6 +160,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="expected preset of the checkpoint/engines (checked if given)")
     p.add_argument("--sampler", choices=tuple(SAMPLERS), default="fast", help="fast (default): CFG-distilled "
                    "student, 6 NFE; balanced: student with multi-CFG, 18 NFE; teacher: DDIM 25 steps x 3, 75 NFE")
+    p.add_argument("--cfg-audio", type=float, default=None, help="audio guidance scale cfg_a of Eq. 9 (default: the "
+                   "sampler's, paper §4.1: 6.5; 1 = no audio guidance); fast/balanced/teacher samplers")
+    p.add_argument("--cfg-ref", type=float, default=None, help="reference guidance scale cfg_r of Eq. 9 (default: "
+                   "the sampler's: 2.0 fast, 2.5 balanced/teacher)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="which runtime runs the networks (default torch)")
     p.add_argument("--engine-dir", default=None, help="exported engines folder (onnxruntime/tensorrt backends)")
     p.add_argument("--device", default="cpu", help="device, e.g. cpu (default), cuda, cuda:1")
@@ -179,7 +183,8 @@ def pipeline_from_args(args: argparse.Namespace) -> AvatarPipeline:
         torch.set_num_threads(args.threads)
     return AvatarPipeline.from_checkpoint(args.checkpoint, backend=args.backend, engine_dir=args.engine_dir,
                                           device=args.device, dtype=args.dtype, compile=args.compile,
-                                          cuda_graphs=True if args.cuda_graphs else None, preset=args.preset, sampler=args.sampler)
+                                          cuda_graphs=True if args.cuda_graphs else None, preset=args.preset, sampler=args.sampler,
+                                          cfg_audio=args.cfg_audio, cfg_ref=args.cfg_ref)
 
 
 def main(argv: list[str] | None = None) -> int:

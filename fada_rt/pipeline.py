@@ -12,7 +12,8 @@ windowed audio features ``(1, n, 2w+1, L, D)``, n <= F:
 2. ``denoiser = backend.bind(conditions)`` — the sampler never knows which backend runs;
 3. noise ``(1, F, C, h, w)`` from the pipeline's explicit generator, sampled by the chosen sampler:
    ``fast`` (PeRFlow 6 steps, CFG-distilled student, 6 NFE), ``balanced`` (6 steps x 3 multi-CFG
-   branches, 18 NFE), ``teacher`` (trailing DDIM 25 steps x 3 branches, 75 NFE);
+   branches, 18 NFE), ``teacher`` (trailing DDIM 25 steps x 3 branches, 75 NFE); the guidance
+   scales of Eq. 9 default to the paper's and are a pipeline parameter (``cfg_audio``, ``cfg_ref``);
 4. VAE decode of the first ``n`` latents;
 5. the new motion latents are the last ``M`` generated **latents** (no decode/encode round trip).
 
@@ -25,8 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from fada_rt.sampling import (
     SD15_SCHEDULE,
     TEACHER_GUIDANCE,
     DDIMPlan,
+    Denoiser,
     Guidance,
     SampleResult,
     StudentPlan,
@@ -54,13 +55,40 @@ from fada_rt.sampling import (
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A named way of sampling one chunk, and the model it needs."""
+    """A named way of sampling one chunk (a plan and a guidance), and the model it needs."""
 
     name: str
-    nfe: int
     role: str  # checkpoint role it needs: "student" or "teacher"
-    cfg_conditioned: bool  # needs a CFG-distilled student (fast) or not
-    run: Callable[..., SampleResult] = field(repr=False)
+    guidance: Guidance
+    plan: DDIMPlan | StudentPlan = field(repr=False)
+
+    @property
+    def cfg_conditioned(self) -> bool:
+        """Needs a CFG-distilled student (fast)."""
+        return self.guidance.mode == "distilled"
+
+    @property
+    def nfe(self) -> int:
+        return self.plan.num_steps * self.guidance.nfe_per_step
+
+    def with_scales(self, *, cfg_audio: float | None = None, cfg_ref: float | None = None) -> SamplerSpec:
+        """The same sampler at other guidance scales (Eq. 9's cfg_a, cfg_r); None keeps a scale."""
+        if cfg_audio is None and cfg_ref is None:
+            return self
+        if self.guidance.mode == "conditional":
+            raise ValueError(f"sampler {self.name!r} runs no classifier-free guidance (one conditional branch); "
+                             f"drop --cfg-audio/--cfg-ref or use a guided sampler")
+        for flag, value in (("cfg_audio", cfg_audio), ("cfg_ref", cfg_ref)):
+            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 20.0):
+                raise ValueError(f"{flag} must be a guidance scale in [0, 20] (1 = no guidance), got {value!r}")
+        g = self.guidance
+        guidance = Guidance(g.mode, cfg_a=g.cfg_a if cfg_audio is None else float(cfg_audio),
+                            cfg_r=g.cfg_r if cfg_ref is None else float(cfg_ref))
+        return replace(self, guidance=guidance)
+
+    def run(self, *, denoiser: Denoiser, noise: Tensor) -> SampleResult:
+        sample = ddim_sample if isinstance(self.plan, DDIMPlan) else student_sample
+        return sample(denoiser=denoiser, noise=noise, guidance=self.guidance, plan=self.plan)
 
 
 _STUDENT_PLAN = StudentPlan.make(num_steps=6)
@@ -68,30 +96,23 @@ _TEACHER_PLAN = DDIMPlan.trailing(num_steps=25)
 _TEACHER_PLAN_6 = DDIMPlan.trailing(num_steps=6)
 _CONDITIONAL = Guidance(mode="conditional")
 
-SAMPLERS: dict[str, SamplerSpec] = {
-    "fast": SamplerSpec("fast", 6, "student", True, lambda *, denoiser, noise: student_sample(
-        denoiser=denoiser, noise=noise, guidance=FAST_GUIDANCE, plan=_STUDENT_PLAN)),
-    "balanced": SamplerSpec("balanced", 18, "student", False, lambda *, denoiser, noise: student_sample(
-        denoiser=denoiser, noise=noise, guidance=BALANCED_GUIDANCE, plan=_STUDENT_PLAN)),
-    "teacher": SamplerSpec("teacher", 75, "teacher", False, lambda *, denoiser, noise: ddim_sample(
-        denoiser=denoiser, noise=noise, guidance=TEACHER_GUIDANCE, plan=_TEACHER_PLAN)),
+SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
+    SamplerSpec("fast", "student", FAST_GUIDANCE, _STUDENT_PLAN),
+    SamplerSpec("balanced", "student", BALANCED_GUIDANCE, _STUDENT_PLAN),
+    SamplerSpec("teacher", "teacher", TEACHER_GUIDANCE, _TEACHER_PLAN),
     # comparison points of the quality tables (paper Table 4 and "the gain of distillation"):
-    "teacher-6x3": SamplerSpec("teacher-6x3", 18, "teacher", False, lambda *, denoiser, noise: ddim_sample(
-        denoiser=denoiser, noise=noise, guidance=TEACHER_GUIDANCE, plan=_TEACHER_PLAN_6)),
-    "teacher-6x1": SamplerSpec("teacher-6x1", 6, "teacher", False, lambda *, denoiser, noise: ddim_sample(
-        denoiser=denoiser, noise=noise, guidance=_CONDITIONAL, plan=_TEACHER_PLAN_6)),
-    "balanced-conditional": SamplerSpec("balanced-conditional", 6, "student", False,
-                                        lambda *, denoiser, noise: student_sample(
-                                            denoiser=denoiser, noise=noise, guidance=_CONDITIONAL,
-                                            plan=_STUDENT_PLAN)),
-}
+    SamplerSpec("teacher-6x3", "teacher", TEACHER_GUIDANCE, _TEACHER_PLAN_6),
+    SamplerSpec("teacher-6x1", "teacher", _CONDITIONAL, _TEACHER_PLAN_6),
+    SamplerSpec("balanced-conditional", "student", _CONDITIONAL, _STUDENT_PLAN),
+)}
 
 
-def check_sampler(sampler: str, backend: Backend) -> SamplerSpec:
-    """The sampler spec, after checking the backend's model can run it (a clear error otherwise)."""
+def check_sampler(sampler: str, backend: Backend, *, cfg_audio: float | None = None,
+                  cfg_ref: float | None = None) -> SamplerSpec:
+    """The sampler spec (at the given guidance scales), after checking the backend's model can run it."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
-    spec = SAMPLERS[sampler]
+    spec = SAMPLERS[sampler].with_scales(cfg_audio=cfg_audio, cfg_ref=cfg_ref)
     if spec.cfg_conditioned and not backend.cfg_conditioned:
         raise ValueError(f"sampler {sampler!r} needs a CFG-distilled student (cfg mode layer_tokens etc.); this "
                          f"model's cfg mode is {backend.config.cfg.mode!r}: use --sampler balanced or a fast student")
@@ -130,10 +151,12 @@ class ChunkState:
 
 
 class AvatarPipeline:
-    def __init__(self, backend: Backend, *, sampler: str = "fast", cache_size: int = 4) -> None:
+    def __init__(self, backend: Backend, *, sampler: str = "fast", cfg_audio: float | None = None,
+                 cfg_ref: float | None = None, cache_size: int = 4) -> None:
+        """``cfg_audio``/``cfg_ref``: guidance scales of Eq. 9 (None: the sampler's, paper §4.1)."""
         self.backend = backend
         self.config = backend.config
-        self.sampler = check_sampler(sampler, backend)
+        self.sampler = check_sampler(sampler, backend, cfg_audio=cfg_audio, cfg_ref=cfg_ref)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Avatar] = OrderedDict()
 
@@ -142,7 +165,8 @@ class AvatarPipeline:
                         engine_dir: str | Path | None = None, device: str | torch.device = "cpu",
                         dtype: str | torch.dtype | None = None, compile: bool = False,
                         cuda_graphs: bool | None = None, preset: str | None = None,
-                        sampler: str = "fast") -> AvatarPipeline:
+                        sampler: str = "fast", cfg_audio: float | None = None,
+                        cfg_ref: float | None = None) -> AvatarPipeline:
         """Build the backend (``checkpoint`` None = the shipped tiny checkpoint of ``sampler`` for torch)."""
         from fada_rt.assets import default_checkpoint
         from fada_rt.backends import create_backend
@@ -151,7 +175,7 @@ class AvatarPipeline:
             checkpoint = default_checkpoint(sampler)
         return cls(create_backend(backend, checkpoint=checkpoint, engine_dir=engine_dir, device=device,
                                   dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, preset=preset),
-                   sampler=sampler)
+                   sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref)
 
     # ---- shapes ----------------------------------------------------------------------------------
     @property

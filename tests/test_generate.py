@@ -118,6 +118,7 @@ def test_bad_inputs_give_clear_errors_and_no_output(files, tmp_path, capsys, cas
     (["--sampler", "balanced"], "use --sampler fast"),
     (["--backend", "onnxruntime", "--engine-dir", "/nonexistent/engines"], "python -m export"),
     (["--audio", "/nonexistent/a.wav"], "audio file /nonexistent/a.wav does not exist"),
+    (["--cfg-audio", "-2"], "cfg_audio must be a guidance scale in [0, 20]"),
 ])
 def test_bad_model_settings_give_clear_errors(files, tmp_path, capsys, extra, message):
     base = {"--image": str(files / "face.png"), "--audio": str(files / "speech.wav"), "--out": str(tmp_path / "o.mp4")}

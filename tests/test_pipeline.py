@@ -142,7 +142,6 @@ def test_generation_is_seeded_by_the_explicit_generator(face):
 
 def test_chunks_start_from_the_forward_noised_reference(face):
     """z_1 = sqrt(abar[999]) ref + sqrt(1 - abar[999]) eps, eps from the explicit generator."""
-    import dataclasses
     import math
 
     from fada_rt.sampling import SD15_SCHEDULE
@@ -150,13 +149,14 @@ def test_chunks_start_from_the_forward_noised_reference(face):
     pipeline = AvatarPipeline(TorchBackend(fast_model()))
     avatar = pipeline.prepare(face)
     starts = []
-    inner = pipeline.sampler.run
+    inner = pipeline.sampler
 
-    def run(*, denoiser, noise):
-        starts.append(noise.clone())
-        return inner(denoiser=denoiser, noise=noise)
+    class Spy:
+        def run(self, *, denoiser, noise):
+            starts.append(noise.clone())
+            return inner.run(denoiser=denoiser, noise=noise)
 
-    pipeline.sampler = dataclasses.replace(pipeline.sampler, run=run)
+    pipeline.sampler = Spy()
     pipeline.generate(avatar, windows_for(pipeline, 0.32), pipeline.initial_state(avatar),
                       generator=torch.Generator().manual_seed(3))
     eps = torch.randn((1, 8, 4, 16, 16), generator=torch.Generator().manual_seed(3))
@@ -177,6 +177,31 @@ def test_each_sampler_spends_its_nfe(face, sampler, cfg_mode, nfe):
                                   generator=torch.Generator().manual_seed(0))
     assert pipeline.nfe == nfe and backend.branch_evals == nfe
     assert frames.shape == (8, 64, 64, 3)
+
+
+def test_guidance_scales_reach_the_sampler(face):
+    """cfg_audio = cfg_ref = 1 turns Eq. 9 into the conditional branch: 6 x 3 equals 6 x 1 (to batching noise)."""
+    teacher = TorchBackend(make_tiny_model(seed=2))
+    unguided = AvatarPipeline(teacher, sampler="teacher-6x3", cfg_audio=1.0, cfg_ref=1.0)
+    assert unguided.sampler.guidance.cfg_a == 1.0 and unguided.sampler.guidance.cfg_r == 1.0 and unguided.nfe == 18
+    conditional = AvatarPipeline(teacher, sampler="teacher-6x1")
+    guided = AvatarPipeline(teacher, sampler="teacher-6x3")  # paper scales 6.5 / 2.5
+
+    def chunk(pipeline):
+        avatar = pipeline.prepare(face)
+        frames, _ = pipeline.generate(avatar, windows_for(pipeline, 0.32), pipeline.initial_state(avatar),
+                                      generator=torch.Generator().manual_seed(0))
+        return frames.astype(int)
+
+    a, b, c = chunk(unguided), chunk(conditional), chunk(guided)
+    assert np.abs(a - b).max() <= 1
+    assert np.abs(a - c).mean() > 1.0
+    fast = AvatarPipeline(TorchBackend(fast_model()), sampler="fast", cfg_audio=2.0)
+    assert (fast.sampler.guidance.cfg_a, fast.sampler.guidance.cfg_r) == (2.0, 2.0) and fast.nfe == 6
+    with pytest.raises(ValueError, match="runs no classifier-free guidance"):
+        AvatarPipeline(teacher, sampler="teacher-6x1", cfg_audio=2.0)
+    with pytest.raises(ValueError, match=r"cfg_ref must be a guidance scale in \[0, 20\]"):
+        AvatarPipeline(teacher, sampler="teacher", cfg_ref=-1.0)
 
 
 def test_sampler_and_model_must_fit(tmp_path):

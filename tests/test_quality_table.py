@@ -79,3 +79,24 @@ def test_merge_orders_methods_and_later_rows_win() -> None:
         merge_rows([first, [row("Stu. B, Fixed-0.2", 1.0, clips=8)]])
     with pytest.raises(ValueError, match="unknown methods"):
         merge_rows([[row("Made-up", 1.0)]])
+
+
+def test_guidance_sweep_rows_and_segments(setup) -> None:
+    from benchmarks.guidance_sweep import parse_scales, segment, sweep
+
+    root, refs, _ = setup
+    rows = sweep(checkpoint=root / "runs" / "teacher-tiny" / "teacher", sampler="teacher-6x3",
+                 scales=parse_scales(["1,1", "4,2"]), refs=refs, segment_frames=26)
+    assert [r["cfg"] for r in rows] == [[1.0, 1.0], [4.0, 2.0]] and rows[0]["nfe"] == 18
+    for row in rows:
+        assert set(row["all"]) == set(row["first"]) == set(row["last"])
+        json.dumps(row)
+    assert rows[0]["all"]["fvd"] != rows[1]["all"]["fvd"]  # the scales reach the sampler
+    first, last = segment(refs, "first", 26), segment(refs, "last", 26)
+    t = refs[0].num_frames
+    assert (first[0].frames == refs[0].frames[:26]).all() and (last[0].frames == refs[0].frames[t - 26:]).all()
+    assert len(last[0].audio) == 26 * 640 and (last[0].audio == refs[0].audio[(t - 26) * 640 : t * 640]).all()
+    with pytest.raises(ValueError, match="fewer than --segment"):
+        segment(refs, "first", 1000)
+    with pytest.raises(ValueError, match="CFG_A,CFG_R pairs"):
+        parse_scales(["6.5"])

@@ -104,6 +104,27 @@ def test_sampler_is_a_function_of_the_step(tiny_cache) -> None:
         torch.testing.assert_close(a.motion[0], clip[s - cfg.motion_frames : s])
 
 
+def test_motion_noise_perturbs_only_the_motion_frames(tiny_cache) -> None:
+    _, cache = tiny_cache
+    model = make_tiny_model()
+    clean = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2).batch(step=3, batch_size=32)
+    noisy = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2,
+                         motion_noise=0.5).batch(step=3, batch_size=32)
+    again = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2,
+                         motion_noise=0.5).batch(step=3, batch_size=32)
+    # the same chunks (noise is drawn after every other draw of a chunk) ...
+    assert clean.clip_ids == noisy.clip_ids and clean.starts == noisy.starts
+    assert torch.equal(clean.x0, noisy.x0) and torch.equal(clean.reference, noisy.reference)
+    assert torch.equal(clean.audio, noisy.audio)
+    assert torch.equal(noisy.motion, again.motion)  # a function of the step, like every draw
+    # ... with Gaussian noise of a per-chunk std sigma ~ U(0, 0.5) on the motion latents
+    sigma = (noisy.motion - clean.motion).flatten(1).std(dim=1)  # (B,)
+    assert sigma.max() < 0.5 * 1.1 and sigma.min() > 0.0
+    assert 0.15 < sigma.mean() < 0.35  # E[sigma] = 0.25
+    with pytest.raises(ValueError, match="motion_noise"):
+        ChunkSampler(cache, config=model.config, seed=0, motion_noise=-0.1)
+
+
 def test_truncated_snr_weighting(tiny_cache) -> None:
     """lambda(t) = max(1, (1 - abar) / abar): 1 while SNR >= 1, the x0-loss weight 1/SNR beyond."""
     abar = SD15_SCHEDULE.alphas_cumprod.float()

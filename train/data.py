@@ -5,6 +5,11 @@ A training chunk is ``F`` consecutive frames of one clip with
 * motion frames = the ``M`` frames preceding the chunk (the reference latent where the clip has
   none before, and, with probability ``p_motion_from_reference``, for all of them — which is what
   the runtime feeds the first chunk),
+* optionally, Gaussian noise on the motion frames (``motion_noise``: per chunk ``sigma ~ U(0, max)``,
+  ``motion + sigma * n``). At inference the motion frames are the previous chunk's *generated*
+  latents, never the ground truth: trained on clean ground truth only, the network copies their
+  detail, errors compound chunk by chunk and long videos drift (exposure bias). The noise teaches it
+  to take detail from the reference and only pose and motion from the motion frames.
 * the audio windows (±w frames, edges replicated at the clip's ends, as offline inference does).
 
 Every random draw of a batch comes from ``numpy.random.default_rng([seed, step, rank])``, so a
@@ -38,10 +43,15 @@ class ChunkBatch:
 
 class ChunkSampler:
     def __init__(self, cache: dict[str, dict[str, Tensor]], *, config: ModelConfig, seed: int,
-                 p_motion_from_reference: float = 0.1) -> None:
+                 p_motion_from_reference: float = 0.1, motion_noise: float = 0.0) -> None:
+        if not 0.0 <= p_motion_from_reference <= 1.0:
+            raise ValueError(f"p_motion_from_reference must be in [0, 1], got {p_motion_from_reference}")
+        if motion_noise < 0.0:
+            raise ValueError(f"motion_noise (the largest noise std on motion latents) must be >= 0, got {motion_noise}")
         self.config = config
         self.seed = seed
         self.p_ref_motion = p_motion_from_reference
+        self.motion_noise = motion_noise
         f = config.num_frames
         self.clips = {cid: c for cid, c in cache.items() if c["latents"].shape[0] >= f}
         if not self.clips:
@@ -54,10 +64,16 @@ class ChunkSampler:
     def batch(self, *, step: int, batch_size: int, rank: int = 0) -> ChunkBatch:
         rng = np.random.default_rng([self.seed, step, rank])
         items = [self.chunk(self.ids[rng.integers(len(self.ids))], rng) for _ in range(batch_size)]
+        motion = torch.stack([it[2] for it in items]).float()  # (B, M, C, h, w)
+        if self.motion_noise > 0:  # its own stream: the chunks are those of the same run without noise
+            noise_rng = np.random.default_rng([self.seed, step, rank, 1])
+            sigma = noise_rng.uniform(0.0, self.motion_noise, size=batch_size).astype(np.float32)
+            n = noise_rng.standard_normal(tuple(motion.shape), dtype=np.float32)
+            motion = motion + torch.from_numpy(sigma).view(-1, 1, 1, 1, 1) * torch.from_numpy(n)
         return ChunkBatch(
             x0=torch.stack([it[0] for it in items]).float(),
             reference=torch.stack([it[1] for it in items]).float(),
-            motion=torch.stack([it[2] for it in items]).float(),
+            motion=motion,
             audio=torch.stack([it[3] for it in items]).float(),
             clip_ids=tuple(it[4] for it in items),
             starts=tuple(it[5] for it in items),

@@ -73,6 +73,8 @@ class DistillConfig:
     p_drop_audio: float = 0.1
     p_drop_both: float = 0.1
     p_motion_from_reference: float = 0.1
+    #: largest std of Gaussian noise on the motion latents (train/data.py), as the teacher trained with
+    motion_noise: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,7 +91,7 @@ class DistillConfig:
 
     def solve_key(self) -> dict[str, Any]:
         """The config fields a teacher solve depends on (shared by variants that differ elsewhere)."""
-        keys = ["batch_size", "manifest", "num_windows", "substeps", "seed", "p_motion_from_reference"]
+        keys = ["batch_size", "manifest", "num_windows", "substeps", "seed", "p_motion_from_reference", "motion_noise"]
         keys += ["cfg_a_range", "cfg_r_range"] if self.cfg_conditioned else ["p_drop_audio", "p_drop_both"]
         return {"conditioning": "cfg" if self.cfg_conditioned else "branch",
                 **{k: getattr(self, k) for k in keys}}
@@ -352,17 +354,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
     p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
     p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
+    p.add_argument("--motion-noise", type=float, default=0.0,
+                   help="largest std of Gaussian noise on the motion latents (give the teacher's train.teacher "
+                        "--motion-noise); 0: clean")
     args = p.parse_args(argv)
     config = VARIANTS[args.variant]
     loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
                                                if v is not None})
-    config = dataclasses.replace(config, loop=loop, seed=args.seed,
+    config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise=args.motion_noise,
                                  batch_size=args.batch_size if args.batch_size is not None else config.batch_size)
     teacher, _ = load_model(args.teacher, role="teacher")
     clip_ids = read_manifest(args.data, config.manifest)
     cache = open_cache(args.cache, config=teacher.config, vae_digest=weights_digest(teacher.vae), clip_ids=clip_ids)
     sampler = ChunkSampler(cache, config=teacher.config, seed=config.seed,
-                           p_motion_from_reference=config.p_motion_from_reference)
+                           p_motion_from_reference=config.p_motion_from_reference, motion_noise=config.motion_noise)
     solve_cache = None
     if args.solve_cache:
         data_digest = hashlib.sha256(json.dumps(sorted(clip_ids)).encode() + weights_digest(teacher.vae).encode())

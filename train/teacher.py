@@ -43,6 +43,8 @@ class TeacherTrainConfig:
     p_drop_audio: float = 0.1
     p_drop_both: float = 0.1
     p_motion_from_reference: float = 0.1
+    #: largest std of the Gaussian noise on motion latents (train/data.py; 0: clean, the paper)
+    motion_noise: float = 0.0
     seed: int = 0
     #: per-timestep weight of Eq. 1: "uniform" (the paper) or "truncated_snr", max(1, 1/SNR(t)).
     loss_weighting: str = "uniform"
@@ -212,17 +214,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prediction", default=None, choices=PREDICTIONS,
                    help="what the UNet outputs: epsilon (SD1.5) or v (the tiny preset); default: the preset's, "
                         "or --init's; giving another fine-tunes the checkpoint into it")
+    p.add_argument("--motion-noise", type=float, default=TeacherTrainConfig.motion_noise,
+                   help="largest std of Gaussian noise added to the motion-frame latents (per chunk, uniform in "
+                        "[0, this]): robustness to the generated motion frames of long videos; 0: clean (the paper)")
     args = p.parse_args(argv)
     loop = LoopConfig(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
                       checkpoint_every=args.checkpoint_every)
     config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed,
-                                loss_weighting=args.loss_weighting)
+                                loss_weighting=args.loss_weighting, motion_noise=args.motion_noise)
     model = build_teacher_model(preset=args.preset, vae=args.vae, init=args.init, init_sd15=args.init_sd15,
                                 wav2vec2=args.wav2vec2, prediction=args.prediction)
     cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae),
                        clip_ids=read_manifest(args.data, args.manifest))
     sampler = ChunkSampler(cache, config=model.config, seed=config.seed,
-                           p_motion_from_reference=config.p_motion_from_reference)
+                           p_motion_from_reference=config.p_motion_from_reference, motion_noise=config.motion_noise)
     validate = None
     if args.validate_every:
         from train.validate import Validator

@@ -1,0 +1,99 @@
+"""Guidance scales and drift: one checkpoint and sampler at several (cfg_a, cfg_r), on held-out clips.
+
+``python -m benchmarks.guidance_sweep --checkpoint runs/teacher-tiny/teacher --sampler teacher-6x3
+--scales 6.5,2.5 2,1 --data data/heldout --clips 16``
+
+Every scale pair generates the same clips with the same noise seeds (as :mod:`benchmarks.quality_table`)
+and is scored on the whole clip and, for drift across chunks, on each clip's first and last
+``--segment`` frames (the motion frames of later chunks are the pipeline's own earlier output).
+Writes ``guidance_sweep.json`` under ``--out``: one row per scale pair, ``all`` / ``first`` / ``last``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.generation import generate_clips
+from benchmarks.metrics.suite import Extractors, evaluate_clips
+from benchmarks.quality_table import load_refs
+from fada_rt.backends.torch_backend import TorchBackend
+from fada_rt.checkpoint import load_model
+from fada_rt.pipeline import SAMPLERS, AvatarPipeline
+from train.clips import Clip
+
+KEYS = ("sync_distance", "sync_confidence", "sync_abs_offset", "fid", "fvd", "identity_error", "jitter")
+
+
+def segment(clips: list[Clip], part: str, frames: int) -> list[Clip]:
+    """Each clip's first or last ``frames`` frames, with the matching audio (640 samples per frame)."""
+    out = []
+    for c in clips:
+        if c.num_frames < frames:
+            raise ValueError(f"clip {c.id} has {c.num_frames} frames, fewer than --segment {frames}")
+        lo = 0 if part == "first" else c.num_frames - frames
+        out.append(Clip(id=c.id, frames=c.frames[lo : lo + frames], audio=c.audio[lo * 640 : (lo + frames) * 640],
+                        fps=c.fps, meta=c.meta))
+    return out
+
+
+def sweep(*, checkpoint: str | Path, sampler: str, scales: list[tuple[float, float]], refs: list[Clip],
+          segment_frames: int, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (cfg_a, cfg_r): the metrics on whole clips and on their first / last segments."""
+    role = SAMPLERS[sampler].role if sampler in SAMPLERS else None
+    if role is None:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
+    model, _ = load_model(checkpoint, role=role)
+    backend = TorchBackend(model, role=role)
+    extractors = Extractors.synthetic()
+    rows = []
+    for cfg_a, cfg_r in scales:
+        pipeline = AvatarPipeline(backend, sampler=sampler, cfg_audio=cfg_a, cfg_ref=cfg_r)
+        clips = generate_clips(pipeline, refs, seed=seed).clips
+        row: dict[str, Any] = {"checkpoint": str(checkpoint), "sampler": sampler, "cfg": [cfg_a, cfg_r],
+                               "nfe": pipeline.nfe}
+        for part in ("all", "first", "last"):
+            pred, ref = (clips, refs) if part == "all" else (segment(clips, part, segment_frames),
+                                                             segment(refs, part, segment_frames))
+            s = evaluate_clips(pred, ref, extractors=extractors, progress=False)["summary"]
+            row[part] = {k: float(s[k]) for k in KEYS}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def parse_scales(values: list[str]) -> list[tuple[float, float]]:
+    out = []
+    for v in values:
+        parts = v.split(",")
+        if len(parts) != 2:
+            raise ValueError(f"--scales takes CFG_A,CFG_R pairs such as 6.5,2.5; got {v!r}")
+        out.append((float(parts[0]), float(parts[1])))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Score one checkpoint at several guidance scales, with a drift breakdown.")
+    p.add_argument("--checkpoint", required=True, help="teacher or student checkpoint folder")
+    p.add_argument("--sampler", default="teacher-6x3", help="a guided sampler: teacher, teacher-6x3, balanced, fast")
+    p.add_argument("--scales", nargs="+", default=["6.5,2.5", "2,1"], help="CFG_A,CFG_R pairs (Eq. 9)")
+    p.add_argument("--data", required=True, help="held-out dataset (clip format)")
+    p.add_argument("--manifest", default="A", help="held-out manifest (clean clips)")
+    p.add_argument("--clips", type=int, default=16, help="held-out clips")
+    p.add_argument("--max-frames", type=int, default=75, help="frames per clip (75 = 3 s)")
+    p.add_argument("--segment", type=int, default=32, help="frames of the first / last segment (>= 25)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--out", default="benchmarks/results", help="folder for guidance_sweep.json")
+    args = p.parse_args(argv)
+    refs = load_refs(args.data, clips=args.clips, manifest=args.manifest, max_frames=args.max_frames)
+    rows = sweep(checkpoint=args.checkpoint, sampler=args.sampler, scales=parse_scales(args.scales), refs=refs,
+                 segment_frames=args.segment, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "guidance_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
