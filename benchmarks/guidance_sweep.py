@@ -28,23 +28,20 @@ KEYS = ("sync_distance", "sync_confidence", "sync_abs_offset", "fid", "fvd", "id
 
 
 def segment(clips: list[Clip], part: str, frames: int) -> list[Clip]:
-    """Each clip's first or last ``frames`` frames, with the matching audio (640 samples per frame)."""
-    out = []
-    for c in clips:
-        if c.num_frames < frames:
-            raise ValueError(f"clip {c.id} has {c.num_frames} frames, fewer than --segment {frames}")
-        lo = 0 if part == "first" else c.num_frames - frames
-        out.append(Clip(id=c.id, frames=c.frames[lo : lo + frames], audio=c.audio[lo * 640 : (lo + frames) * 640],
-                        fps=c.fps, meta=c.meta))
-    return out
+    """Each clip's first or last ``frames`` frames, with the matching audio."""
+    short = [c.id for c in clips if c.num_frames < frames]
+    if short:
+        raise ValueError(f"clips {short} have fewer frames than asked for: fewer than --segment {frames}")
+    return [c.frame_range(0, frames) if part == "first" else c.frame_range(c.num_frames - frames, c.num_frames)
+            for c in clips]
 
 
 def sweep(*, checkpoint: str | Path, sampler: str, scales: list[tuple[float, float]], refs: list[Clip],
           segment_frames: int, seed: int = 0) -> list[dict[str, Any]]:
     """One row per (cfg_a, cfg_r): the metrics on whole clips and on their first / last segments."""
-    role = SAMPLERS[sampler].role if sampler in SAMPLERS else None
-    if role is None:
+    if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
+    role = SAMPLERS[sampler].role
     model, _ = load_model(checkpoint, role=role)
     backend = TorchBackend(model, role=role)
     extractors = Extractors.synthetic()

@@ -88,9 +88,7 @@ def load_refs(data: str | Path, *, clips: int, manifest: str, max_frames: int) -
     refs = []
     for path in list_clips(data, manifest=manifest)[:clips]:
         clip = read_clip(path)
-        t = min(clip.num_frames, max_frames)
-        refs.append(clip.__class__(id=clip.id, frames=clip.frames[:t], audio=clip.audio[: t * 640], fps=clip.fps,
-                                   meta=clip.meta))
+        refs.append(clip.frame_range(0, min(clip.num_frames, max_frames)))
     if len(refs) < 2:
         raise ValueError(f"need at least 2 held-out clips in {data} (manifest {manifest}), found {len(refs)}")
     return refs

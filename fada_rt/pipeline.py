@@ -82,8 +82,8 @@ class SamplerSpec:
             if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 20.0):
                 raise ValueError(f"{flag} must be a guidance scale in [0, 20] (1 = no guidance), got {value!r}")
         g = self.guidance
-        guidance = Guidance(g.mode, cfg_a=g.cfg_a if cfg_audio is None else float(cfg_audio),
-                            cfg_r=g.cfg_r if cfg_ref is None else float(cfg_ref))
+        guidance = replace(g, cfg_a=g.cfg_a if cfg_audio is None else float(cfg_audio),
+                           cfg_r=g.cfg_r if cfg_ref is None else float(cfg_ref))
         return replace(self, guidance=guidance)
 
     def run(self, *, denoiser: Denoiser, noise: Tensor) -> SampleResult:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from train.clips import (
+    Clip,
     ClipError,
     clip_id_of,
     list_clips,
@@ -148,3 +149,14 @@ def test_reads_plain_mp4_with_audio_track(tmp_path):
     assert abs(clip.audio.shape[0] - 16000) <= 2048  # AAC priming/padding
     assert 0.15 < np.abs(clip.audio).max() < 0.45
     assert [p.name for p in list_clips(tmp_path)] == ["gen_0001.mp4"]
+
+
+def test_frame_range_keeps_frames_and_audio_aligned() -> None:
+    frames = np.arange(5 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 2, 2, 3)
+    audio = np.arange(5 * 640, dtype=np.float32)
+    clip = Clip(id="c", frames=frames, audio=audio, fps=25, meta={"k": 1})
+    part = clip.frame_range(1, 3)
+    assert np.array_equal(part.frames, frames[1:3]) and part.meta == {"k": 1} and part.id == "c"
+    assert part.audio[0] == 640 and part.audio[-1] == 3 * 640 - 1 and len(part.audio) == 2 * 640
+    with pytest.raises(ValueError, match=r"frame range \[3, 9\) is outside its 5 frames"):
+        clip.frame_range(3, 9)

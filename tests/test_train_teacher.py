@@ -112,7 +112,7 @@ def test_motion_noise_perturbs_only_the_motion_frames(tiny_cache) -> None:
                          motion_noise=0.5).batch(step=3, batch_size=32)
     again = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2,
                          motion_noise=0.5).batch(step=3, batch_size=32)
-    # the same chunks (noise is drawn after every other draw of a chunk) ...
+    # the same chunks (the noise comes from its own random stream) ...
     assert clean.clip_ids == noisy.clip_ids and clean.starts == noisy.starts
     assert torch.equal(clean.x0, noisy.x0) and torch.equal(clean.reference, noisy.reference)
     assert torch.equal(clean.audio, noisy.audio)

@@ -64,6 +64,13 @@ class Clip:
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
 
+    def frame_range(self, start: int, stop: int) -> Clip:
+        """Frames ``[start, stop)`` with their audio samples ``[640 start, 640 stop)`` (same id and meta)."""
+        if not 0 <= start < stop <= self.num_frames:
+            raise ValueError(f"clip {self.id}: frame range [{start}, {stop}) is outside its {self.num_frames} frames")
+        return Clip(id=self.id, frames=self.frames[start:stop],
+                    audio=self.audio[start * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME], fps=self.fps, meta=self.meta)
+
 
 def num_frames_for(num_samples: int) -> int:
     """T = ceil(S / 640): the number of video frames that cover S audio samples."""
