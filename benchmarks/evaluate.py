@@ -28,6 +28,8 @@ ROWS = (
     ("sync_confidence", "LSE-C confidence (higher better)"),
     ("sync_distance", "LSE-D distance (lower better)"),
     ("mouth_mae", "mouth openness MAE vs ref"),
+    ("mouth_open_corr", "mouth openness follows audio (corr.)"),
+    ("mouth_width_corr", "mouth width follows audio (corr.)"),
     ("identity_error", "identity error vs portrait"),
     ("jitter", "temporal jitter (8-bit levels)"),
     ("fid", "FID analogue"),

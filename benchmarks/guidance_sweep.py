@@ -24,7 +24,8 @@ from fada_rt.checkpoint import load_model
 from fada_rt.pipeline import SAMPLERS, AvatarPipeline
 from train.clips import Clip
 
-KEYS = ("sync_distance", "sync_confidence", "sync_abs_offset", "fid", "fvd", "identity_error", "jitter")
+KEYS = ("sync_distance", "sync_confidence", "sync_abs_offset", "mouth_open_corr", "mouth_width_corr", "fid", "fvd",
+        "identity_error", "jitter")
 
 
 def segment(clips: list[Clip], part: str, frames: int) -> list[Clip]:
@@ -55,7 +56,7 @@ def sweep(*, checkpoint: str | Path, sampler: str, scales: list[tuple[float, flo
             pred, ref = (clips, refs) if part == "all" else (segment(clips, part, segment_frames),
                                                              segment(refs, part, segment_frames))
             s = evaluate_clips(pred, ref, extractors=extractors, progress=False)["summary"]
-            row[part] = {k: float(s[k]) for k in KEYS}
+            row[part] = {k: float(s.get(k, float("nan"))) for k in KEYS}  # nan: no clip varied
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

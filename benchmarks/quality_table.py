@@ -14,6 +14,12 @@ error, temporal jitter and wall time. Methods:
   adaptive (s = 0.5, 0.25): balanced students, 18 NFE.
 * Table 4 — multi-CFG distillation: none (the balanced student run conditionally, 6 NFE), the scales
   through the time embedding, a CFG layer without tokens, a CFG layer with tokens (fast, 6 NFE).
+* Table 5 — the shipped checkpoints: the teacher fine-tuned with a motion-weighted loss
+  (``RUNS/teacher-mw1``, ``train.teacher --motion-weight 1``) and the students distilled from it
+  (``RUNS/distill-mw1/<variant>``).
+
+Besides the paper's columns, ``open r`` / ``width r``: how closely the mouth's openness and width follow
+what the audio calls for (per-clip correlation, :func:`benchmarks.metrics.suite.mouth_follow`).
 
 The run folders are those of ``python -m train.teacher --run RUNS/teacher-tiny`` and
 ``python -m train.distill --run RUNS/distill/<variant>``. Writes ``quality_table.md`` and
@@ -47,7 +53,7 @@ class Method:
     run: str  # folder under RUNS holding the checkpoint folder
     checkpoint: str  # "teacher" or "student"
     sampler: str
-    cfg_audio: float | None = None  # guidance scales (None: the sampler's, paper §4.1)
+    cfg_audio: float | None = None  # guidance scales (None: the checkpoint's default, else the paper's)
     cfg_ref: float | None = None
 
 
@@ -72,16 +78,27 @@ METHODS: tuple[Method, ...] = (
     Method("4", "CFG time embed", "distill/cfg-time-embed", "student", "fast"),
     Method("4", "CFG layer w/o tokens", "distill/cfg-layer-mlp", "student", "fast"),
     Method("4", "CFG layer + tokens (fast)", "distill/fast", "student", "fast"),
+    # the shipped checkpoints default to 2 / 1 (ModelConfig.guidance_scales): the paper's scales are explicit
+    Method("5", "MW teacher, DDIM 25 x 3", "teacher-mw1", "teacher", "teacher", 6.5, 2.5),
+    Method("5", "MW teacher, DDIM 6 x 3", "teacher-mw1", "teacher", "teacher-6x3", 6.5, 2.5),
+    Method("5", "MW teacher, DDIM 6 x 3, CFG 2 / 1", "teacher-mw1", "teacher", "teacher-6x3", 2.0, 1.0),
+    Method("5", "MW balanced", "distill-mw1/balanced", "student", "balanced", 6.5, 2.5),
+    Method("5", "MW balanced, CFG 2 / 1", "distill-mw1/balanced", "student", "balanced", 2.0, 1.0),
+    Method("5", "MW fast", "distill-mw1/fast", "student", "fast", 6.5, 2.0),
+    Method("5", "MW fast, CFG 2 / 1", "distill-mw1/fast", "student", "fast", 2.0, 1.0),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
     "3": "Table 3 — adaptive mixed-supervised distillation (PeRFlow on B, 3 CFG branches)",
     "4": "Table 4 — multi-CFG distillation (PeRFlow + adaptive-0.25 on B)",
+    "5": "Shipped — motion-weighted teacher (MW, --motion-weight 1) and its students",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),
            ("identity_error", "ID err ↓", "{:.4f}"), ("jitter", "jitter ↓", "{:.3f}"),
+           ("mouth_open_corr", "open r ↑", "{:.3f}"), ("mouth_width_corr", "width r ↑", "{:.3f}"),
            ("seconds_per_frame", "s/frame", "{:.4f}"))
+MOUTH_KEYS = ("mouth_open_corr", "mouth_width_corr")
 
 
 def load_refs(data: str | Path, *, clips: int, manifest: str, max_frames: int) -> list:
@@ -109,6 +126,7 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
             "checkpoint": str(folder), "train_step": meta["info"].get("step"),
             **{k: float(summary[k]) for k in ("sync_distance", "sync_confidence", "sync_abs_offset", "sync_in_sync",
                                               "fid", "fvd", "identity_error", "jitter")},
+            **{k: float(summary.get(k, math.nan)) for k in MOUTH_KEYS},
             "seconds_per_frame": generated.seconds / generated.frames, "clips": len(refs)}
 
 
@@ -135,6 +153,7 @@ def ground_truth_row(refs: list, extractors: Extractors) -> dict[str, Any]:
     return {"table": "gt", "method": "Ground truth", "nfe": 0, "sync_distance": s["ref_sync_distance"],
             "sync_confidence": s["ref_sync_confidence"], "sync_abs_offset": 0.0, "fid": 0.0, "fvd": 0.0,
             "identity_error": s["ref_identity_error"], "jitter": s["ref_jitter"], "seconds_per_frame": float("nan"),
+            **{k: float(s.get(f"ref_{k}", math.nan)) for k in MOUTH_KEYS},
             "clips": len(refs)}
 
 

@@ -131,6 +131,18 @@ def read_model_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     return config, {"role": raw.get("role"), "info": raw.get("info", {}), "wav2vec2": raw.get("wav2vec2")}
 
 
+def set_guidance_scales(path: str | Path, scales: tuple[float, float] | None) -> ModelConfig:
+    """Make ``scales`` = (cfg_a, cfg_r) the checkpoint's default guidance (None: back to the paper's);
+    rewrites ``config.json`` only (weights untouched) and returns the new config."""
+    config, _ = read_model_config(path)  # validates the folder first
+    new = config.replace(guidance_scales=None if scales is None else (float(scales[0]), float(scales[1])))
+    file = Path(path) / CONFIG_NAME
+    raw = json.loads(file.read_text())
+    raw["model"] = new.to_dict()
+    file.write_text(json.dumps(raw, indent=2) + "\n")
+    return new
+
+
 def load_model(
     path: str | Path,
     *,
@@ -263,3 +275,33 @@ def load_wav2vec2(path: str | Path) -> nn.Module:
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: no wav2vec2 config.json (expected a local transformers folder)")
     return Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Show a fada-rt checkpoint, or set its default guidance scales.")
+    p.add_argument("checkpoint", help="checkpoint folder (config.json + model.safetensors)")
+    p.add_argument("--set-guidance", nargs=2, type=float, metavar=("CFG_A", "CFG_R"), default=None,
+                   help="make these Eq. 9 scales the default of guided samplers for this checkpoint "
+                        "(measure first: python -m benchmarks.guidance_sweep)")
+    p.add_argument("--clear-guidance", action="store_true", help="back to the paper's scales (§4.1)")
+    args = p.parse_args(argv)
+    if args.set_guidance is not None and args.clear_guidance:
+        p.error("give --set-guidance or --clear-guidance, not both")
+    if args.set_guidance is not None or args.clear_guidance:
+        try:
+            config = set_guidance_scales(args.checkpoint, None if args.clear_guidance else tuple(args.set_guidance))
+        except ValueError as err:
+            p.error(str(err))
+    else:
+        config = read_model_config(args.checkpoint)[0]
+    _, meta = read_model_config(args.checkpoint)
+    scales = config.guidance_scales
+    print(f"{args.checkpoint}: {meta['role']}, preset {config.preset}, cfg mode {config.cfg.mode}, "
+          f"prediction {config.prediction}, step {meta['info'].get('step')}, default guidance "
+          f"{'the paper' + chr(39) + 's' if scales is None else f'{scales[0]:g} / {scales[1]:g}'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -180,10 +180,18 @@ class ModelConfig:
     #: inside the network, so x0 errors at high noise are not amplified by ``1 / sqrt(abar)`` (14.6x
     #: at t = 1). "epsilon": SD1.5's own meaning (checkpoints without the key are epsilon).
     prediction: Prediction = "epsilon"
+    #: (cfg_a, cfg_r) of Eq. 9 that guided samplers use for this model when the caller gives none: a
+    #: property of trained weights (the tiny teachers are best at 2 / 1, the paper's SD1.5 at 6.5 / 2.5).
+    #: None: the paper's §4.1 scales of the sampler. Set on a checkpoint with ``python -m
+    #: fada_rt.checkpoint --set-guidance``.
+    guidance_scales: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {PREDICTIONS}")
+        if self.guidance_scales is not None and (
+                len(self.guidance_scales) != 2 or not all(0.0 <= float(x) <= 20.0 for x in self.guidance_scales)):
+            raise ValueError(f"guidance_scales must be (cfg_a, cfg_r) in [0, 20], got {self.guidance_scales!r}")
         f = self.vae.downsample_factor
         if self.resolution % (f * 2 ** (len(self.unet.block_out_channels) - 1)):
             raise ValueError(
@@ -237,14 +245,17 @@ def _coerce(hint: Any, value: Any, *, path: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"config at {path!r} must be a list, got {type(value).__name__}")
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}  # tuple[X, ...] or tuple[X, X]
         return tuple(_coerce(item, v, path=f"{path}[]") for v in value)
     if origin is Literal:
         if value not in typing.get_args(hint):
             raise ValueError(f"config at {path!r} must be one of {typing.get_args(hint)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
-        return value
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or len(args) != 1:
+            return value
+        return _coerce(args[0], value, path=path)  # Optional[X]: a value is coerced as X
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and not isinstance(value, hint):

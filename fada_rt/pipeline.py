@@ -109,10 +109,15 @@ SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
 
 def check_sampler(sampler: str, backend: Backend, *, cfg_audio: float | None = None,
                   cfg_ref: float | None = None) -> SamplerSpec:
-    """The sampler spec (at the given guidance scales), after checking the backend's model can run it."""
+    """The sampler spec, after checking the backend's model can run it. Guidance scales: the given ones,
+    else the model's own (``ModelConfig.guidance_scales``, set per checkpoint), else the paper's."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
-    spec = SAMPLERS[sampler].with_scales(cfg_audio=cfg_audio, cfg_ref=cfg_ref)
+    spec = SAMPLERS[sampler]
+    own = backend.config.guidance_scales
+    if own is not None and spec.guidance.mode != "conditional":
+        spec = spec.with_scales(cfg_audio=own[0], cfg_ref=own[1])
+    spec = spec.with_scales(cfg_audio=cfg_audio, cfg_ref=cfg_ref)
     if spec.cfg_conditioned and not backend.cfg_conditioned:
         raise ValueError(f"sampler {sampler!r} needs a CFG-distilled student (cfg mode layer_tokens etc.); this "
                          f"model's cfg mode is {backend.config.cfg.mode!r}: use --sampler balanced or a fast student")

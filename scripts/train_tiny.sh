@@ -13,7 +13,7 @@ HELDOUT=$WORK/data/heldout
 RUNS=$WORK/runs
 CACHE=$RUNS/cache-world
 SOLVES=$RUNS/solves
-DISTILL_STEPS=${DISTILL_STEPS:-400}  # the shipped students; more steps are better where time allows
+DISTILL_STEPS=${DISTILL_STEPS:-300}  # the shipped students; more steps are better where time allows
 mkdir -p "$RUNS"
 
 # 1. the synthetic world: 4000 tier-B clips (about half clean = tier A) and unseen held-out identities
@@ -43,6 +43,10 @@ python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RU
 
 # the floor of the quality table: the same network untrained (random init, the trained VAE)
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --vae "$RUNS/vae-tiny" --prediction epsilon --run "$RUNS/untrained" --steps 0
+# the shipped teacher: 2500 more steps with the motion-weighted loss (mouth width follows the audio better)
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-tiny/teacher" \
+  --run "$RUNS/teacher-mw1" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 3 \
+  --motion-weight 1 --checkpoint-every 500
 
 # 4. distillation: every variant, sharing the teacher's window solves within a family
 for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 B-fixed-1.0 \
@@ -53,9 +57,14 @@ for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 
 done
 
 # 5. the quality table (benchmarks/results/quality_table.{md,json}) and the shipped students
+for variant in balanced fast; do  # the shipped students
+  python -m train.distill --teacher "$RUNS/teacher-mw1/teacher" --data "$DATA" --cache "$CACHE" \
+    --run "$RUNS/distill-mw1/$variant" --variant "$variant" --solve-cache "$SOLVES" \
+    --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1
+done
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
-cp -r "$RUNS/distill/fast/student" fada_rt/assets/tiny-fast
-cp -r "$RUNS/distill/balanced/student" fada_rt/assets/tiny-balanced
-cp -r "$RUNS/teacher-tiny/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/distill-mw1/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill-mw1/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/teacher-mw1/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae

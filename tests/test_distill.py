@@ -80,9 +80,9 @@ def _student_eps(student, batch, z, timestep, draws, cfg_conditioned):
                             cfg=draws.cfg if cfg_conditioned else None)
 
 
-@pytest.mark.parametrize("cfg_mode", ["none", "layer_tokens"])
-def test_loss_terms_equal_hand_computed(world, cfg_mode: str) -> None:
-    config = _quick(dataclasses.replace(VARIANTS["balanced"], cfg_mode=cfg_mode))
+@pytest.mark.parametrize(("cfg_mode", "motion_weight"), [("none", 0.0), ("layer_tokens", 0.0), ("layer_tokens", 1.5)])
+def test_loss_terms_equal_hand_computed(world, cfg_mode: str, motion_weight: float) -> None:
+    config = _quick(dataclasses.replace(VARIANTS["balanced"], cfg_mode=cfg_mode, motion_weight=motion_weight))
     teacher, batch, d, windows = _fixed_step(world, config)
     student = teacher.make_student(cfg_mode)
     randomize_zero_init(student, seed=4)
@@ -90,7 +90,7 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str) -> None:
     with torch.no_grad():
         z_start_lib = distill_mod.window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
         z_end = teacher_solve(teacher, batch, d, z_start_lib, plan, config)
-        out = compute_losses(objective=DistillObjective(student), batch=batch, draws=d, z_end=z_end,
+        out = compute_losses(objective=DistillObjective(student, motion_weight), batch=batch, draws=d, z_end=z_end,
                              windows=windows, config=config)
 
         # by hand, DESIGN.md §3.3 steps 2-6 and §3.5, from the raw SD1.5 table
@@ -102,6 +102,8 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str) -> None:
             k, t = int(d.window[i]), float(d.t[i])
             tk, tk1 = k / 4, (k - 1) / 4
             x0, eps = batch.x0[i : i + 1], d.eps[i : i + 1]
+            motion = x0.std(dim=1).mean(dim=1)  # (1, h, w): each pixel's std over the chunk's frames
+            pix = (1 + motion_weight * motion / motion.mean()) / (1 + motion_weight)  # train.weighting
             z_tk = math.sqrt(a(tk)) * x0 + math.sqrt(1 - a(tk)) * eps
             lam = math.sqrt(a(tk1) / a(tk))
             eta = math.sqrt(1 - a(tk1)) - math.sqrt(a(tk1) * (1 - a(tk)) / a(tk))
@@ -114,8 +116,10 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str) -> None:
             torch.testing.assert_close((z_star - lam * z_tk) / eta, eps, atol=2e-4, rtol=1e-4)  # eps* = eps
             sub = _slice(batch, d, i)
             ts = torch.tensor([1000 * t])
-            l_d.append((target - _student_eps(student, sub[0], z_in, ts, sub[1], cfg_mode != "none")).square().mean())
-            l_g.append((eps - _student_eps(student, sub[0], z_in_gt, ts, sub[1], cfg_mode != "none")).square().mean())
+            err_d = (target - _student_eps(student, sub[0], z_in, ts, sub[1], cfg_mode != "none")).square()
+            err_g = (eps - _student_eps(student, sub[0], z_in_gt, ts, sub[1], cfg_mode != "none")).square()
+            l_d.append((err_d * pix[:, None, None]).mean())
+            l_g.append((err_g * pix[:, None, None]).mean())
         l_d, l_g = torch.stack(l_d), torch.stack(l_g)
         r = l_g / l_d
         w = torch.where(r < 30, 0.2 * r**0.25, torch.where(r < 100, 0.2 * 30**0.25 * (100 - r) / 70, 0 * r))
@@ -124,6 +128,8 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str) -> None:
     torch.testing.assert_close(out.l_gt, l_g, rtol=2e-3, atol=1e-5)
     torch.testing.assert_close(out.weight, w, rtol=2e-3, atol=1e-6)
     torch.testing.assert_close(out.total, total, rtol=2e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="motion_weight"):
+        dataclasses.replace(config, motion_weight=-1.0)
 
 
 def _slice(batch, d, i):

@@ -6,6 +6,7 @@ writing are in the comments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -125,6 +126,21 @@ def test_sync_offset_and_confidence(gt, estimator):
     assert frozen_conf.max() < conf.min()  # measured max 0.09 vs min 0.22
     assert frozen_conf.mean() < 0.35 * conf.mean()
     assert np.mean([r.distance for r in frozen]) > 1.5 * np.mean([r.distance for r in truth])
+
+
+def test_mouth_follow_separates_openness_and_width(gt, estimator):
+    """Ground truth: openness follows the audio closely, width less (the estimator reads width worse);
+    a mouth frozen on its first frame follows nothing; the audio of another clip does not match."""
+    from benchmarks.metrics.suite import mouth_follow
+
+    truth = [mouth_follow(estimator, c) for c in gt]
+    open_corr = np.array([r["mouth_open_corr"] for r in truth])
+    width_corr = np.array([r["mouth_width_corr"] for r in truth if "mouth_width_corr" in r])
+    assert open_corr.min() > 0.9 and width_corr.mean() > 0.6  # measured: min 0.96 / mean 0.88
+    frozen = dataclasses.replace(gt[0], frames=np.repeat(gt[0].frames[:1], len(gt[0].frames), 0))
+    assert mouth_follow(estimator, frozen) == {}  # nothing varies in the frames
+    swapped = dataclasses.replace(gt[0], audio=gt[1].audio)  # both 2.4 s
+    assert abs(mouth_follow(estimator, swapped)["mouth_open_corr"]) < 0.5  # measured -0.20
 
 
 def test_sync_recovers_generator_desync_labels(estimator):

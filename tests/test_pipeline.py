@@ -204,6 +204,34 @@ def test_guidance_scales_reach_the_sampler(face):
         AvatarPipeline(teacher, sampler="teacher", cfg_ref=-1.0)
 
 
+def test_checkpoint_default_guidance_scales(tmp_path, capsys):
+    """A checkpoint's own scales replace the paper's; the caller's replace both; kept through save / load."""
+    from fada_rt.checkpoint import load_model, set_guidance_scales
+    from fada_rt.checkpoint import main as checkpoint_main
+
+    save_model(make_tiny_model(seed=2), tmp_path / "t", role="teacher")
+    plain = AvatarPipeline(TorchBackend(load_model(tmp_path / "t")[0]), sampler="teacher-6x3")
+    assert (plain.sampler.guidance.cfg_a, plain.sampler.guidance.cfg_r) == (6.5, 2.5)  # the paper's
+    assert set_guidance_scales(tmp_path / "t", (2, 1)).guidance_scales == (2.0, 1.0)
+    model, _ = load_model(tmp_path / "t")
+    assert model.config.guidance_scales == (2.0, 1.0)  # a tuple again after the JSON round trip
+    backend = TorchBackend(model)
+    own = AvatarPipeline(backend, sampler="teacher-6x3")
+    assert (own.sampler.guidance.cfg_a, own.sampler.guidance.cfg_r) == (2.0, 1.0)
+    mixed = AvatarPipeline(backend, sampler="teacher", cfg_audio=3.0)
+    assert (mixed.sampler.guidance.cfg_a, mixed.sampler.guidance.cfg_r) == (3.0, 1.0)
+    assert AvatarPipeline(backend, sampler="teacher-6x1").nfe == 6  # a conditional sampler ignores them
+    checkpoint_main([str(tmp_path / "t")])
+    assert "default guidance 2 / 1" in capsys.readouterr().out
+    checkpoint_main([str(tmp_path / "t"), "--clear-guidance"])
+    assert load_model(tmp_path / "t")[0].config.guidance_scales is None
+    with pytest.raises(SystemExit):
+        checkpoint_main([str(tmp_path / "t"), "--set-guidance", "25", "1"])
+    assert "guidance_scales must be (cfg_a, cfg_r) in [0, 20]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="guidance_scales"):
+        make_tiny_model(guidance_scales=(2.0,))
+
+
 def test_sampler_and_model_must_fit(tmp_path):
     with pytest.raises(ValueError, match="needs a CFG-distilled student"):
         AvatarPipeline(TorchBackend(make_tiny_model().make_student("none")), sampler="fast")

@@ -48,9 +48,11 @@ def test_rows_have_the_table_keys(setup) -> None:
         json.dumps(row)
     assert (fast["nfe"], teacher6["nfe"], fast["train_step"]) == (6, 6, 5)
     assert fast["fid"] > gt["fid"] == 0.0  # an untrained student is far from the ground truth
+    assert gt["mouth_open_corr"] > 0.9  # ground-truth mouths follow their audio (an untrained one does not)
+    assert not fast.get("mouth_open_corr", 0.0) > 0.5
     assert len(list((root / "videos").rglob("*.mp4"))) == 2
     md = to_markdown([gt, teacher6, fast], [], header="## test")
-    assert "| CFG layer + tokens (fast) | 6 |" in md and "| Ground truth | 0 |" in md
+    assert "| CFG layer + tokens (fast) | 6 |" in md and "| Ground truth | 0 |" in md and "| width r ↑ |" in md
 
 
 def test_weight_by_kind_from_samples(tmp_path: Path) -> None:

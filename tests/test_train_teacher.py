@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from train.teacher import (
     timestep_weights,
     train_teacher,
 )
+from train.weighting import motion_weight_map
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,27 @@ def test_resume_refuses_another_config(tiny_cache, tmp_path: Path) -> None:
                       config=_config(steps=4, checkpoint_every=2, lr=5e-4), run_dir=tmp_path / "r")
 
 
+def test_resume_a_run_saved_before_an_option_existed(tiny_cache, tmp_path: Path) -> None:
+    """A saved run_config without a newer key resumes when that option is at its default (the old behaviour)."""
+    import json
+
+    _, cache = tiny_cache
+    train_teacher(model=make_tiny_model().train(), sampler=_sampler(make_tiny_model(), cache),
+                  config=_config(steps=3, checkpoint_every=2), run_dir=tmp_path / "r", stop_after=2)
+    state = tmp_path / "r" / "checkpoints" / "step_0000002" / "state.json"
+    meta = json.loads(state.read_text())
+    for key in ("motion_weight", "motion_noise"):  # as a run started before these options
+        del meta["run_config"][key]
+    state.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another config"):
+        train_teacher(model=make_tiny_model().train(), sampler=_sampler(make_tiny_model(), cache),
+                      config=dataclasses.replace(_config(steps=3, checkpoint_every=2), motion_weight=1.0),
+                      run_dir=tmp_path / "r")
+    losses = train_teacher(model=make_tiny_model().train(), sampler=_sampler(make_tiny_model(), cache),
+                           config=_config(steps=3, checkpoint_every=2), run_dir=tmp_path / "r")
+    assert len(losses) == 1  # resumed at step 2
+
+
 def test_sampler_is_a_function_of_the_step(tiny_cache) -> None:
     _, cache = tiny_cache
     model = make_tiny_model()
@@ -143,6 +166,42 @@ def test_truncated_snr_weighting(tiny_cache) -> None:
         plain = TeacherObjective(model)(batch, eps, t, keep_a, keep_r)
         weighted = TeacherObjective(model, "truncated_snr")(batch, eps, t, keep_a, keep_r)
     torch.testing.assert_close(weighted, plain * w[t], rtol=1e-5, atol=0)
+
+
+def test_motion_weight_map_favours_moving_pixels(tiny_cache) -> None:
+    """w = (1 + k s / mean(s)) / (1 + k): 1 / (1 + k) where nothing moves, mean 1, ones for k = 0."""
+    x0 = torch.zeros(2, 8, 4, 16, 16)
+    x0[0, :, :, 5:7, 5:9] = torch.arange(8.0).view(8, 1, 1, 1)  # only a 2 x 4 patch changes over the frames
+    x0[1] = torch.randn(8, 4, 16, 16)
+    w = motion_weight_map(x0, 1.0)
+    assert w.shape == (2, 1, 1, 16, 16)
+    torch.testing.assert_close(w.mean(dim=(1, 2, 3, 4)), torch.ones(2))  # the loss keeps its scale
+    still = torch.ones(16, 16, dtype=torch.bool)
+    still[5:7, 5:9] = False
+    assert torch.all(w[0, 0, 0][still] == 0.5)  # 1 / (1 + k)
+    # the patch's s / mean(s) = 256 / 8 = 32 -> (1 + 32) / 2
+    torch.testing.assert_close(w[0, 0, 0][~still], torch.full((8,), 16.5))
+    assert torch.equal(motion_weight_map(x0, 0.0), torch.ones(2, 1, 1, 16, 16))
+    with pytest.raises(ValueError, match="motion_weight"):
+        TeacherTrainConfig(motion_weight=-1.0)
+    # in the objective: k = 0 is the plain loss to the bit; k > 0 reweights the same errors
+    _, cache = tiny_cache
+    model = make_tiny_model(seed=0).eval()
+    batch, eps, t, keep_a, keep_r = fixed_eval_batch(_sampler(model, cache), batch_size=4)
+    with torch.no_grad():
+        plain = TeacherObjective(model)(batch, eps, t, keep_a, keep_r)
+        zero = TeacherObjective(model, motion_weight=0.0)(batch, eps, t, keep_a, keep_r)
+        weighted = TeacherObjective(model, motion_weight=2.0)(batch, eps, t, keep_a, keep_r)
+        a = SD15_SCHEDULE.alphas_cumprod.float()[t].view(-1, 1, 1, 1, 1)
+        reference = model.reference(batch.reference)
+        tokens = model.audio_proj(batch.audio) * keep_a.view(-1, 1, 1, 1).float()
+        pred = model.denoiser(a.sqrt() * batch.x0 + (1 - a).sqrt() * eps, t.float(), tokens, reference.keys,
+                              reference.values, model.motion_features(batch.motion), ref_mask=keep_r)
+        err = (pred - eps).square()
+    assert torch.equal(zero, plain)
+    expected = (err * motion_weight_map(batch.x0, 2.0)).flatten(1).mean(1)
+    torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=0)
+    assert not torch.allclose(weighted, plain)
 
 
 def test_prediction_override_fine_tunes_an_epsilon_checkpoint(tiny_cache, tmp_path: Path) -> None:

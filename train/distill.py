@@ -26,7 +26,6 @@ and kind) when the dataset has labels — for analysis only; training never read
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
@@ -54,7 +53,9 @@ from fada_rt.sampling import (
 )
 from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, run_training, step_seed
+from train.sample_log import log_samples, read_labels_for
 from train.solve_cache import SolveCache
+from train.weighting import motion_weight_map
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,15 @@ class DistillConfig:
     p_motion_from_reference: float = 0.1
     #: largest std of Gaussian noise on the motion latents (train/data.py), as the teacher trained with
     motion_noise: float = 0.0
+    #: per-pixel weight of moving regions in both losses (train/weighting.py); 0: uniform (the paper)
+    motion_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.cfg_mode not in CFG_MODES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
+        if not 0.0 <= self.motion_weight <= 100.0:
+            raise ValueError(f"motion_weight must be in [0, 100] (0: uniform pixels), got {self.motion_weight}")
 
     @property
     def uses_gt(self) -> bool:
@@ -173,9 +178,10 @@ def draw_step(batch: ChunkBatch, config: DistillConfig, windows: PerflowWindows,
 class DistillObjective(nn.Module):
     """Per-sample ``L_distill`` and ``L_GT`` of the student (one forward for both); DDP wraps it."""
 
-    def __init__(self, student: FadaModel) -> None:
+    def __init__(self, student: FadaModel, motion_weight: float = 0.0) -> None:
         super().__init__()
         self.student = student
+        self.motion_weight = motion_weight
 
     def forward(self, batch: ChunkBatch, z_in: Tensor, timestep: Tensor, targets: Tensor, draws: StepDraws,
                 cfg_conditioned: bool) -> Tensor:
@@ -193,7 +199,8 @@ class DistillObjective(nn.Module):
                           [tile(v) for v in reference.values], [tile(m) for m in motion],
                           ref_mask=None if cfg_conditioned else tile(draws.keep_ref),
                           cfg=tile(draws.cfg.to(z_in.dtype)) if cfg_conditioned else None)
-        return (pred.float() - targets.float()).square().flatten(1).mean(1)
+        err = (pred.float() - targets.float()).square() * tile(motion_weight_map(batch.x0, self.motion_weight))
+        return err.flatten(1).mean(1)
 
 
 def distill(
@@ -214,7 +221,7 @@ def distill(
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
     student = teacher.make_student(config.cfg_mode).set_trainable().train()
     teacher = teacher.eval()  # its solves run under no_grad
-    objective = DistillObjective(student)
+    objective = DistillObjective(student, config.motion_weight)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     sample_log = run_dir / "samples.csv"
@@ -233,11 +240,12 @@ def distill(
         out = compute_losses(objective=obj, batch=batch, draws=d, z_end=z_end.to(device), windows=windows,
                              config=config)
         if rank == 0:
-            _log_samples(sample_log, step + 1, batch, d, out, labels)
+            log_samples(sample_log, step + 1, batch, d, out, labels)
         return out.total, out.logs()
 
     return run_training(model=student, objective=objective, step_fn=step_fn, loop=config.loop,
                         run_config=_json_ready(dataclasses.asdict(config)), run_dir=run_dir, role="student",
+                        run_config_defaults=_json_ready(dataclasses.asdict(DistillConfig())),
                         stop_after=stop_after, validate=validate, validate_every=validate_every, info=info)
 
 
@@ -296,40 +304,12 @@ def teacher_solve(teacher: FadaModel, batch: ChunkBatch, d: StepDraws, z_start: 
                                 plan=plan).z_end
 
 
-@torch.no_grad()
-def _log_samples(path: Path, step: int, batch: ChunkBatch, d: StepDraws, out: DistillLosses,
-                 labels: dict[str, dict[str, Any]]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["step", "clip", "tier", "kind", "window", "t", "cfg_a", "cfg_r", "l_distill", "l_gt",
-                        "ratio", "weight"])
-        for i, cid in enumerate(batch.clip_ids):
-            lab = labels.get(cid, {})
-            w.writerow([step, cid, lab.get("tier", ""), lab.get("kind", ""), int(d.window[i]), f"{float(d.t[i]):.4f}",
-                        f"{float(d.cfg[i, 0]):.3f}", f"{float(d.cfg[i, 1]):.3f}", f"{float(out.l_distill[i].detach()):.6g}",
-                        f"{float(out.l_gt[i].detach()):.6g}", f"{float(out.ratio[i]):.6g}", f"{float(out.weight[i]):.6g}"])
-
-
 def _json_ready(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: _json_ready(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return [_json_ready(v) for v in data]
     return data
-
-
-def read_labels_for(data: str | Path, clip_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Analysis labels (tier, kind) of the clips that have them — for logging only."""
-    folder = Path(data) / "labels"
-    out = {}
-    for cid in clip_ids:
-        path = folder / f"{cid}.json"
-        if path.is_file():
-            lab = json.loads(path.read_text())
-            out[cid] = {"tier": lab.get("tier", ""), "kind": lab.get("kind", "")}
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -357,11 +337,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--motion-noise", type=float, default=0.0,
                    help="largest std of Gaussian noise on the motion latents (give the teacher's train.teacher "
                         "--motion-noise); 0: clean")
+    p.add_argument("--motion-weight", type=float, default=0.0,
+                   help="weight of moving pixels (mouth, eyes) in the losses, as train.teacher --motion-weight; "
+                        "0: uniform pixels")
     args = p.parse_args(argv)
     config = VARIANTS[args.variant]
     loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
                                                if v is not None})
     config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise=args.motion_noise,
+                                 motion_weight=args.motion_weight,
                                  batch_size=args.batch_size if args.batch_size is not None else config.batch_size)
     teacher, _ = load_model(args.teacher, role="teacher")
     clip_ids = read_manifest(args.data, config.manifest)

@@ -69,10 +69,12 @@ def run_training(
     validate: Callable[[FadaModel, int], dict[str, float]] | None = None,
     validate_every: int = 0,
     info: dict[str, Any] | None = None,
+    run_config_defaults: dict[str, Any] | None = None,
 ) -> list[float]:
     """Train ``model`` (through ``objective``, the module DDP wraps) from the newest checkpoint of
     ``run_dir``; returns this call's losses. ``run_config`` (JSON-able) must match on resume except
-    for the number of steps. The EMA model is exported as a fada-rt checkpoint of ``role`` at each
+    for the number of steps; a key the saved run lacks (an option added since it started) counts as
+    its value in ``run_config_defaults`` (the config class's defaults, which keep the old behaviour). The EMA model is exported as a fada-rt checkpoint of ``role`` at each
     checkpoint (``RUN/<role>-latest``) and at the end (``RUN/<role>``)."""
     from accelerate import Accelerator
 
@@ -87,7 +89,8 @@ def run_training(
     latest = latest_step_dir(run_dir)
     if latest is not None:
         meta = load_training_state(latest, model=model, ema=ema, optimizer=optimizer)
-        if _without_steps(meta["run_config"]) != _without_steps(run_config):
+        saved = _with_defaults(meta["run_config"], run_config_defaults or {})
+        if _without_steps(saved) != _without_steps(run_config):
             raise ValueError(f"{latest} was trained with another config; use a new run folder.\n"
                              f"saved: {meta['run_config']}\nnow:   {run_config}")
         start = meta["step"]
@@ -133,6 +136,17 @@ def run_training(
         save_model(ema.model, run_dir / role, role=role, info={**info, "step": end})
     log.close()
     return losses
+
+
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with the keys it lacks (at any depth) taken from ``defaults``."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
 
 
 def _without_steps(config: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
 from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, command_line, run_training, step_seed
+from train.weighting import motion_weight_map
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,14 @@ class TeacherTrainConfig:
     seed: int = 0
     #: per-timestep weight of Eq. 1: "uniform" (the paper) or "truncated_snr", max(1, 1/SNR(t)).
     loss_weighting: str = "uniform"
+    #: per-pixel weight of Eq. 1 on moving regions (:func:`train.weighting.motion_weight_map`); 0: uniform (the paper)
+    motion_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.p_drop_audio + self.p_drop_both >= 1:
             raise ValueError("p_drop_audio + p_drop_both must be < 1")
+        if not 0.0 <= self.motion_weight <= 100.0:
+            raise ValueError(f"motion_weight must be in [0, 100] (0: uniform pixels), got {self.motion_weight}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
 
@@ -79,9 +84,10 @@ def timestep_weights(abar: Tensor, kind: str) -> Tensor:
 class TeacherObjective(nn.Module):
     """Per-sample Eq. 1 loss of a batch; the module DDP wraps (it owns the trainable networks)."""
 
-    def __init__(self, model: FadaModel, loss_weighting: str = "uniform") -> None:
+    def __init__(self, model: FadaModel, loss_weighting: str = "uniform", motion_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.motion_weight = motion_weight
         abar = SD15_SCHEDULE.alphas_cumprod.float()
         self.register_buffer("abar", abar, persistent=False)
         self.register_buffer("weight", timestep_weights(abar, loss_weighting), persistent=False)
@@ -94,7 +100,8 @@ class TeacherObjective(nn.Module):
         motion = m.motion_features(batch.motion)
         tokens = m.audio_proj(batch.audio) * keep_audio.view(-1, 1, 1, 1).to(batch.x0.dtype)  # (B, F, N, D)
         pred = m.denoiser(z_t, timestep.float(), tokens, reference.keys, reference.values, motion, ref_mask=keep_ref)
-        return self.weight[timestep] * (pred.float() - eps.float()).square().flatten(1).mean(1)  # (B,)
+        err = (pred.float() - eps.float()).square() * motion_weight_map(batch.x0, self.motion_weight)
+        return self.weight[timestep] * err.flatten(1).mean(1)  # (B,)
 
 
 def draw_noise(batch: ChunkBatch, config: TeacherTrainConfig, *, step: int, rank: int
@@ -135,7 +142,7 @@ def train_teacher(
 
     ``stop_after``: return after that global step (tests, and runs split over sessions).
     """
-    objective = TeacherObjective(model.set_trainable(), config.loss_weighting)
+    objective = TeacherObjective(model.set_trainable(), config.loss_weighting, config.motion_weight)
 
     def step_fn(obj: nn.Module, step: int, rank: int, device: torch.device) -> tuple[Tensor, dict[str, float]]:
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)
@@ -148,6 +155,7 @@ def train_teacher(
 
     return run_training(model=model, objective=objective, step_fn=step_fn, loop=config.loop,
                         run_config=dataclasses.asdict(config), run_dir=run_dir, role="teacher",
+                        run_config_defaults=dataclasses.asdict(TeacherTrainConfig()),
                         stop_after=stop_after, validate=validate, validate_every=validate_every, info=info)
 
 
@@ -217,11 +225,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--motion-noise", type=float, default=TeacherTrainConfig.motion_noise,
                    help="largest std of Gaussian noise added to the motion-frame latents (per chunk, uniform in "
                         "[0, this]): robustness to the generated motion frames of long videos; 0: clean (the paper)")
+    p.add_argument("--motion-weight", type=float, default=TeacherTrainConfig.motion_weight,
+                   help="weight of moving pixels in Eq. 1: (1 + K s / mean(s)) / (1 + K), s = each latent pixel's "
+                        "std over the chunk (mouth, eyes): lip-sync detail; 0: uniform pixels (the paper)")
     args = p.parse_args(argv)
     loop = LoopConfig(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
                       checkpoint_every=args.checkpoint_every)
     config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed,
-                                loss_weighting=args.loss_weighting, motion_noise=args.motion_noise)
+                                loss_weighting=args.loss_weighting, motion_noise=args.motion_noise,
+                                motion_weight=args.motion_weight)
     model = build_teacher_model(preset=args.preset, vae=args.vae, init=args.init, init_sd15=args.init_sd15,
                                 wav2vec2=args.wav2vec2, prediction=args.prediction)
     cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae),

@@ -2,8 +2,11 @@
 
 Per clip (pred matched to ref by id): sync of the pred's frames with its own audio
 (offset, LSE-C confidence, LSE-D distance), identity error against the reference portrait,
-temporal jitter, and — when pred and ref share the audio — the mean absolute difference of
-the estimated mouth openness (``mouth_mae``). Over all clips: the FID and FVD analogues.
+temporal jitter, and with the synthetic world's mouth estimator: the mean absolute difference of
+the estimated mouth openness against ref (``mouth_mae``) and, for pred and ref alike, how closely
+each mouth dimension follows what the audio calls for (``mouth_open_corr``, ``mouth_width_corr``:
+Pearson correlation at offset 0 — which part of the sync distance is missing). Over all clips: the
+FID and FVD analogues.
 The same numbers are computed for the ref clips against themselves where that makes sense,
 so a table can show what ground truth scores.
 """
@@ -63,10 +66,23 @@ def clip_metrics(pred: Clip, ref: Clip, ex: Extractors, *, max_offset: int = MAX
     row["ref_identity_error"] = identity_error(ref.frames, reference_portrait(ref))
     row["ref_jitter"] = temporal_jitter(ref.frames)
     if ex.mouth is not None:
+        for prefix, clip in (("", pred), ("ref_", ref)):
+            row |= {f"{prefix}{k}": v for k, v in mouth_follow(ex.mouth, clip).items()}
         t = min(pred.num_frames, ref.num_frames)
         a, b = ex.mouth.face_states(pred.frames[:t])["open"], ex.mouth.face_states(ref.frames[:t])["open"]
         row["mouth_mae"] = float(np.abs(a - b).mean())
     return row
+
+
+def mouth_follow(estimator: MouthEstimator, clip: Clip) -> dict[str, float]:
+    """Correlation over the clip's frames of the mouth openness / width seen in its frames with those its
+    audio calls for; a dimension that does not vary (a silent clip, a frozen mouth) is left out."""
+    seen, heard = estimator.embed(clip.frames, clip.audio)  # (T, 2) each: openness, width
+    out = {}
+    for d, name in enumerate(("mouth_open_corr", "mouth_width_corr")):
+        if seen[:, d].std() > 1e-6 and heard[:, d].std() > 1e-6:
+            out[name] = float(np.corrcoef(seen[:, d], heard[:, d])[0, 1])
+    return out
 
 
 def evaluate_clips(
@@ -83,7 +99,7 @@ def evaluate_clips(
         raise ValueError(f"need equally many (>= 1) pred and ref clips, got {len(pred)} and {len(ref)}")
     rows = [clip_metrics(p, r, extractors, max_offset=max_offset) for p, r in tqdm(list(zip(pred, ref)), desc="per-clip metrics", disable=not progress)]
     summary: dict[str, Any] = {"clips": len(rows)}
-    keys = [k for k in rows[0] if k not in ("id", "frames")]
+    keys = dict.fromkeys(k for r in rows for k in r if k not in ("id", "frames"))  # some rows lack some keys
     for k in keys:
         values = np.array([r[k] for r in rows if k in r], np.float64)
         summary[k] = float(values.mean())
