@@ -74,8 +74,9 @@ def run_training(
     """Train ``model`` (through ``objective``, the module DDP wraps) from the newest checkpoint of
     ``run_dir``; returns this call's losses. ``run_config`` (JSON-able) must match on resume except
     for the number of steps; a key the saved run lacks (an option added since it started) counts as
-    its value in ``run_config_defaults`` (the config class's defaults, which keep the old behaviour). The EMA model is exported as a fada-rt checkpoint of ``role`` at each
-    checkpoint (``RUN/<role>-latest``) and at the end (``RUN/<role>``)."""
+    its value in ``run_config_defaults`` (the config class's defaults, which keep the old behaviour).
+    The EMA model is exported as a fada-rt checkpoint of ``role`` at each checkpoint
+    (``RUN/<role>-latest``) and at the end (``RUN/<role>``)."""
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
