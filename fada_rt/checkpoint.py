@@ -291,16 +291,14 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give --set-guidance or --clear-guidance, not both")
     if args.set_guidance is not None or args.clear_guidance:
         try:
-            config = set_guidance_scales(args.checkpoint, None if args.clear_guidance else tuple(args.set_guidance))
+            set_guidance_scales(args.checkpoint, None if args.clear_guidance else tuple(args.set_guidance))
         except ValueError as err:
             p.error(str(err))
-    else:
-        config = read_model_config(args.checkpoint)[0]
-    _, meta = read_model_config(args.checkpoint)
+    config, meta = read_model_config(args.checkpoint)
     scales = config.guidance_scales
+    guidance = "the paper's" if scales is None else f"{scales[0]:g} / {scales[1]:g}"
     print(f"{args.checkpoint}: {meta['role']}, preset {config.preset}, cfg mode {config.cfg.mode}, "
-          f"prediction {config.prediction}, step {meta['info'].get('step')}, default guidance "
-          f"{'the paper' + chr(39) + 's' if scales is None else f'{scales[0]:g} / {scales[1]:g}'}")
+          f"prediction {config.prediction}, step {meta['info'].get('step')}, default guidance {guidance}")
 
 
 if __name__ == "__main__":

@@ -161,9 +161,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=tuple(SAMPLERS), default="fast", help="fast (default): CFG-distilled "
                    "student, 6 NFE; balanced: student with multi-CFG, 18 NFE; teacher: DDIM 25 steps x 3, 75 NFE")
     p.add_argument("--cfg-audio", type=float, default=None, help="audio guidance scale cfg_a of Eq. 9 (default: the "
-                   "sampler's, paper §4.1: 6.5; 1 = no audio guidance); fast/balanced/teacher samplers")
+                   "checkpoint's own, 2 for the shipped tiny ones, else the paper's 6.5; 1 = no audio guidance)")
     p.add_argument("--cfg-ref", type=float, default=None, help="reference guidance scale cfg_r of Eq. 9 (default: "
-                   "the sampler's: 2.0 fast, 2.5 balanced/teacher)")
+                   "the checkpoint's own, 1 for the shipped tiny ones, else the paper's: 2.0 fast, 2.5 balanced/teacher)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="which runtime runs the networks (default torch)")
     p.add_argument("--engine-dir", default=None, help="exported engines folder (onnxruntime/tensorrt backends)")
     p.add_argument("--device", default="cpu", help="device, e.g. cpu (default), cuda, cuda:1")

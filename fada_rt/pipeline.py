@@ -13,7 +13,8 @@ windowed audio features ``(1, n, 2w+1, L, D)``, n <= F:
 3. noise ``(1, F, C, h, w)`` from the pipeline's explicit generator, sampled by the chosen sampler:
    ``fast`` (PeRFlow 6 steps, CFG-distilled student, 6 NFE), ``balanced`` (6 steps x 3 multi-CFG
    branches, 18 NFE), ``teacher`` (trailing DDIM 25 steps x 3 branches, 75 NFE); the guidance
-   scales of Eq. 9 default to the paper's and are a pipeline parameter (``cfg_audio``, ``cfg_ref``);
+   scales of Eq. 9 are a pipeline parameter (``cfg_audio``, ``cfg_ref``; default the checkpoint's own,
+   else the paper's);
 4. VAE decode of the first ``n`` latents;
 5. the new motion latents are the last ``M`` generated **latents** (no decode/encode round trip).
 
@@ -158,7 +159,7 @@ class ChunkState:
 class AvatarPipeline:
     def __init__(self, backend: Backend, *, sampler: str = "fast", cfg_audio: float | None = None,
                  cfg_ref: float | None = None, cache_size: int = 4) -> None:
-        """``cfg_audio``/``cfg_ref``: guidance scales of Eq. 9 (None: the sampler's, paper §4.1)."""
+        """``cfg_audio``/``cfg_ref``: guidance scales of Eq. 9 (None: the model's own, else the paper's)."""
         self.backend = backend
         self.config = backend.config
         self.sampler = check_sampler(sampler, backend, cfg_audio=cfg_audio, cfg_ref=cfg_ref)

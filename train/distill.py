@@ -55,7 +55,7 @@ from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, run_training, step_seed
 from train.sample_log import log_samples, read_labels_for
 from train.solve_cache import SolveCache
-from train.weighting import motion_weight_map
+from train.weighting import check_motion_weight, motion_weight_map
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.cfg_mode not in CFG_MODES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
-        if not 0.0 <= self.motion_weight <= 100.0:
-            raise ValueError(f"motion_weight must be in [0, 100] (0: uniform pixels), got {self.motion_weight}")
+        check_motion_weight(self.motion_weight)
 
     @property
     def uses_gt(self) -> bool:

@@ -34,7 +34,7 @@ from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
 from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, command_line, run_training, step_seed
-from train.weighting import motion_weight_map
+from train.weighting import check_motion_weight, motion_weight_map
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,7 @@ class TeacherTrainConfig:
     def __post_init__(self) -> None:
         if self.p_drop_audio + self.p_drop_both >= 1:
             raise ValueError("p_drop_audio + p_drop_both must be < 1")
-        if not 0.0 <= self.motion_weight <= 100.0:
-            raise ValueError(f"motion_weight must be in [0, 100] (0: uniform pixels), got {self.motion_weight}")
+        check_motion_weight(self.motion_weight)
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
 

@@ -6,6 +6,12 @@ import torch
 from torch import Tensor
 
 
+def check_motion_weight(strength: float) -> None:
+    """The range both training configs accept for ``motion_weight``."""
+    if not 0.0 <= strength <= 100.0:
+        raise ValueError(f"motion_weight must be in [0, 100] (0: uniform pixels), got {strength}")
+
+
 def motion_weight_map(x0: Tensor, strength: float) -> Tensor:
     """Per-latent-pixel weight of the loss (Eq. 1, Eq. 7) that favours what moves within the chunk: (B, 1, 1, h, w).
 

@@ -57,27 +57,32 @@ def reference_portrait(clip: Clip) -> np.ndarray:
 
 def clip_metrics(pred: Clip, ref: Clip, ex: Extractors, *, max_offset: int = MAX_OFFSET) -> dict[str, Any]:
     row: dict[str, Any] = {"id": pred.id, "frames": pred.num_frames}
-    s = sync_score(*ex.sync.embed(pred.frames, pred.audio), max_offset=max_offset)
-    row |= {"sync_offset": s.offset, "sync_confidence": s.confidence, "sync_distance": s.distance}
-    row["identity_error"] = identity_error(pred.frames, reference_portrait(ref))
-    row["jitter"] = temporal_jitter(pred.frames)
-    rs = sync_score(*ex.sync.embed(ref.frames, ref.audio), max_offset=max_offset)
-    row |= {"ref_sync_offset": rs.offset, "ref_sync_confidence": rs.confidence, "ref_sync_distance": rs.distance}
-    row["ref_identity_error"] = identity_error(ref.frames, reference_portrait(ref))
-    row["ref_jitter"] = temporal_jitter(ref.frames)
+    seen_open = {}
+    for prefix, clip in (("", pred), ("ref_", ref)):
+        video, audio = ex.sync.embed(clip.frames, clip.audio)
+        s = sync_score(video, audio, max_offset=max_offset)
+        row |= {f"{prefix}sync_offset": s.offset, f"{prefix}sync_confidence": s.confidence,
+                f"{prefix}sync_distance": s.distance}
+        row[f"{prefix}identity_error"] = identity_error(clip.frames, reference_portrait(ref))
+        row[f"{prefix}jitter"] = temporal_jitter(clip.frames)
+        if ex.mouth is not None:  # the mouth states once per clip (they are the sync embedding when it is the estimator)
+            seen, heard = (video, audio) if ex.mouth is ex.sync else ex.mouth.embed(clip.frames, clip.audio)
+            row |= {f"{prefix}{k}": v for k, v in follow_correlations(seen, heard).items()}
+            seen_open[prefix] = seen[:, 0]
     if ex.mouth is not None:
-        for prefix, clip in (("", pred), ("ref_", ref)):
-            row |= {f"{prefix}{k}": v for k, v in mouth_follow(ex.mouth, clip).items()}
         t = min(pred.num_frames, ref.num_frames)
-        a, b = ex.mouth.face_states(pred.frames[:t])["open"], ex.mouth.face_states(ref.frames[:t])["open"]
-        row["mouth_mae"] = float(np.abs(a - b).mean())
+        row["mouth_mae"] = float(np.abs(seen_open[""][:t] - seen_open["ref_"][:t]).mean())
     return row
 
 
 def mouth_follow(estimator: MouthEstimator, clip: Clip) -> dict[str, float]:
     """Correlation over the clip's frames of the mouth openness / width seen in its frames with those its
     audio calls for; a dimension that does not vary (a silent clip, a frozen mouth) is left out."""
-    seen, heard = estimator.embed(clip.frames, clip.audio)  # (T, 2) each: openness, width
+    return follow_correlations(*estimator.embed(clip.frames, clip.audio))
+
+
+def follow_correlations(seen: np.ndarray, heard: np.ndarray) -> dict[str, float]:
+    """:func:`mouth_follow` from the estimator's (T, 2) embeddings: openness, width seen / called for."""
     out = {}
     for d, name in enumerate(("mouth_open_corr", "mouth_width_corr")):
         if seen[:, d].std() > 1e-6 and heard[:, d].std() > 1e-6:
