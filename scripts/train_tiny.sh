@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole tiny-preset recipe, on the synthetic world: data, VAE, teacher, every distillation variant
 # of the paper's Tables 2-4, the quality table, and the shipped assets. CPU is enough (2 cores: about
-# 1.5 h VAE + 2 h teacher + 2 h of distillation); every step resumes where it stopped.
+# 1.5 h VAE + 3.5 h teacher + 2 h of distillation); every step resumes where it stopped.
 #
 #   bash scripts/train_tiny.sh [WORK_DIR]        (default: ./work)
 #
@@ -47,6 +47,21 @@ python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --vae "$RUN
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-tiny/teacher" \
   --run "$RUNS/teacher-mw1" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 3 \
   --motion-weight 1 --checkpoint-every 500
+# the shipped teacher: 5000 more steps of the same in two runs (width follows the audio: r 0.21 -> 0.56)
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw1/teacher" \
+  --run "$RUNS/teacher-mw1-cont" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 4 \
+  --motion-weight 1
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw1-cont/teacher" \
+  --run "$RUNS/teacher-mw-long" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 5 \
+  --motion-weight 1
+# the latent lip-sync expert and the A/B of its loss (README "Training"; not shipped: Sync-D worse)
+[ -f "$RUNS/sync-expert/model.safetensors" ] || \
+  python -m train.sync_expert --data "$DATA" --cache "$CACHE" --out "$RUNS/sync-expert" --steps 3000
+for target in audio video; do
+  python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw1/teacher" \
+    --run "$RUNS/teacher-mw1-sync-$target" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
+    --seed 4 --motion-weight 1 --sync-expert "$RUNS/sync-expert" --sync-weight 0.05 --sync-target "$target"
+done
 
 # 4. distillation: every variant, sharing the teacher's window solves within a family
 for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 B-fixed-1.0 \
@@ -66,5 +81,6 @@ python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 -
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
 cp -r "$RUNS/distill-mw1/fast/student" fada_rt/assets/tiny-fast
 cp -r "$RUNS/distill-mw1/balanced/student" fada_rt/assets/tiny-balanced
-cp -r "$RUNS/teacher-mw1/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/teacher-mw-long/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
+for asset in tiny-fast tiny-balanced tiny-teacher; do python -m fada_rt.checkpoint "fada_rt/assets/$asset" --set-guidance 2 1; done

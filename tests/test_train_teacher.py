@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from train.synthetic.dataset import generate_dataset
 from train.teacher import (
     TeacherObjective,
     TeacherTrainConfig,
+    check_sync_expert,
     fixed_eval_batch,
     timestep_weights,
     train_teacher,
@@ -96,8 +98,10 @@ def test_resume_a_run_saved_before_an_option_existed(tiny_cache, tmp_path: Path)
                   config=_config(steps=3, checkpoint_every=2), run_dir=tmp_path / "r", stop_after=2)
     state = tmp_path / "r" / "checkpoints" / "step_0000002" / "state.json"
     meta = json.loads(state.read_text())
-    for key in ("motion_weight", "motion_noise"):  # as a run started before these options
+    for key in ("motion_weight", "motion_noise", "audio_lr_scale"):  # as a run started before these options
         del meta["run_config"][key]
+    for group in meta["optimizer"]["param_groups"]:
+        del group["lr_scale"]
     state.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="another config"):
         train_teacher(model=make_tiny_model().train(), sampler=_sampler(make_tiny_model(), cache),
@@ -106,6 +110,91 @@ def test_resume_a_run_saved_before_an_option_existed(tiny_cache, tmp_path: Path)
     losses = train_teacher(model=make_tiny_model().train(), sampler=_sampler(make_tiny_model(), cache),
                            config=_config(steps=3, checkpoint_every=2), run_dir=tmp_path / "r")
     assert len(losses) == 1  # resumed at step 2
+
+
+def test_audio_lr_scale_moves_the_audio_path_faster(tiny_cache, tmp_path: Path) -> None:
+    """AdamW's first step moves each weight by ~lr (m_hat / sqrt(v_hat) = sign(g)): audio-path weights by
+    lr x audio_lr_scale, all others by lr."""
+    _, cache = tiny_cache
+    lr, scale = 1e-3, 4.0
+    model = make_tiny_model(seed=0).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = dataclasses.replace(_config(steps=1, lr=lr), audio_lr_scale=scale)
+    train_teacher(model=model, sampler=_sampler(model, cache), config=config, run_dir=tmp_path / "r")
+    steps = {True: [], False: []}
+    for n, p in model.named_parameters():
+        delta = (p.detach() - before[n]).abs().flatten()
+        steps[model.is_audio_parameter(n)].append(delta[delta > 0.5 * lr])  # weights whose gradient was not 0
+    audio, other = torch.cat(steps[True]), torch.cat(steps[False])
+    assert audio.numel() > 1000 and other.numel() > 1000
+    assert audio.median().item() == pytest.approx(scale * lr, rel=0.02)
+    assert other.median().item() == pytest.approx(lr, rel=0.02)
+    names = [n for n, _ in model.named_parameters() if model.is_audio_parameter(n)]
+    assert any(n.startswith("audio_proj.") for n in names) and any(".attn2." in n for n in names)
+    assert not any("reference_net" in n for n in names)
+    with pytest.raises(ValueError, match="audio_lr_scale"):
+        dataclasses.replace(config, audio_lr_scale=0.0)
+
+
+@pytest.fixture(scope="module")
+def sync_expert_dir(tiny_cache) -> Path:
+    from train.sync_expert import main as sync_main
+
+    root, _ = tiny_cache
+    sync_main(["--data", str(root / "data"), "--cache", str(root / "cache"), "--out", str(root / "expert"),
+               "--steps", "5", "--heldout", "1", "--clips-per-batch", "4"])
+    return root / "expert"
+
+
+def test_sync_loss_adds_the_experts_term(tiny_cache, sync_expert_dir: Path) -> None:
+    """Per sample: Eq. 1 + w (1 - mean_k cos_k) on the x0 prediction, only where audio is kept and t <= max."""
+    from train.sync_expert import load_sync_expert
+
+    _, cache = tiny_cache
+    scores = json.loads((sync_expert_dir / "config.json").read_text())["scores"]
+    assert scores["clips"] == 1 and 0.0 <= scores["offset_accuracy"] <= 1.0
+    model = make_tiny_model(seed=0)
+    expert = check_sync_expert(sync_expert_dir, model)
+    batch, eps, _, _, keep_ref = fixed_eval_batch(_sampler(model, cache), batch_size=4)
+    t = torch.tensor([100, 300, 400, 700])
+    keep_audio = torch.tensor([True, False, True, True])
+    plain = TeacherObjective(model)
+    synced = TeacherObjective(model, sync_expert=expert, sync_weight=0.5, sync_max_t=500)
+    matched = TeacherObjective(model, sync_expert=expert, sync_weight=0.5, sync_max_t=500, sync_target="video")
+    with torch.no_grad():
+        base, total = plain(batch, eps, t, keep_audio, keep_ref), synced(batch, eps, t, keep_audio, keep_ref)
+        total_video = matched(batch, eps, t, keep_audio, keep_ref)
+        a = SD15_SCHEDULE.alphas_cumprod.float()[t].view(-1, 1, 1, 1, 1)
+        z_t = a.sqrt() * batch.x0 + (1 - a).sqrt() * eps
+        ref = model.reference(batch.reference)
+        pred = model.denoiser(z_t, t.float(), model.audio_proj(batch.audio) * keep_audio.view(-1, 1, 1, 1).float(),
+                              ref.keys, ref.values, model.motion_features(batch.motion), ref_mask=keep_ref)
+        x0 = (z_t - (1 - a).sqrt() * pred) / a.sqrt()
+        fresh = load_sync_expert(sync_expert_dir)[0]
+        cos = fresh.chunk_cosines(x0, batch.audio).mean(1)
+        video_cos = fresh.chunk_video_cosines(x0, batch.x0).mean(1)
+    used = torch.tensor([1.0, 0.0, 1.0, 0.0])  # audio dropped; t > 500
+    assert torch.allclose(total, base + 0.5 * (1 - cos) * used, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(total_video, base + 0.5 * (1 - video_cos) * used, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(video_cos, cos, atol=1e-3)
+    assert synced.sync_cosine == pytest.approx(cos[[0, 2]].mean().item(), abs=1e-6)
+    with pytest.raises(ValueError, match="another VAE"):
+        check_sync_expert(sync_expert_dir, make_tiny_model(seed=5))
+    with pytest.raises(ValueError, match="needs a sync_expert"):
+        dataclasses.replace(_config(steps=1), sync_weight=0.1)
+    with pytest.raises(ValueError, match="sync_target must be one of"):
+        dataclasses.replace(_config(steps=1), sync_target="mouth")
+
+
+def test_training_with_the_sync_loss_logs_its_cosine(tiny_cache, sync_expert_dir: Path, tmp_path: Path) -> None:
+    _, cache = tiny_cache
+    model = make_tiny_model(seed=0).train()
+    config = dataclasses.replace(_config(steps=5), sync_expert=str(sync_expert_dir), sync_weight=0.1, sync_max_t=999)
+    losses = train_teacher(model=model, sampler=_sampler(model, cache), config=config, run_dir=tmp_path / "r")
+    rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    assert len(losses) == 5 and "sync_cosine" in header
+    assert -1.0 <= float(last[header.index("sync_cosine")]) <= 1.0
 
 
 def test_sampler_is_a_function_of_the_step(tiny_cache) -> None:

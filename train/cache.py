@@ -69,7 +69,7 @@ def build_cache(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     digest = weights_digest(vae)
-    index = _read_index(out) if (out / INDEX_NAME).is_file() else None
+    index = read_index(out) if (out / INDEX_NAME).is_file() else None
     if index is not None:
         _check_index(index, digest=digest, audio=config.audio, resolution=config.resolution, where=out)
     clips: dict[str, int] = dict(index["clips"]) if index else {}
@@ -102,7 +102,7 @@ def _write_index(out: Path, *, digest: str, config: ModelConfig, clips: dict[str
     tmp.replace(out / INDEX_NAME)
 
 
-def _read_index(folder: Path) -> dict[str, Any]:
+def read_index(folder: Path) -> dict[str, Any]:
     path = folder / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a latent cache ({INDEX_NAME} missing); build it with "
@@ -123,7 +123,7 @@ def open_cache(folder: str | Path, *, config: ModelConfig, vae_digest: str | Non
                clip_ids: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Load cached clips into memory: ``{clip_id: {"latents": (T,C,h,w), "audio": (T,L,D)}}`` (fp16)."""
     folder = Path(folder)
-    index = _read_index(folder)
+    index = read_index(folder)
     _check_index(index, digest=vae_digest, audio=config.audio, resolution=config.resolution, where=folder)
     ids = clip_ids if clip_ids is not None else list(index["clips"])
     missing = [i for i in ids if i not in index["clips"]]

@@ -53,6 +53,18 @@ def step_seed(seed: int, step: int, rank: int, *, stream: int) -> int:
     return int(np.random.SeedSequence([seed, step + 1, rank, stream]).generate_state(2, np.uint64)[0] >> 1)
 
 
+def parameter_groups(model: nn.Module, lr_scale: Callable[[str], float] | None) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters, one per learning-rate scale (scale 1 first, then
+    ascending), each with its ``lr_scale``; a model whose scales are all 1 has the one group of before."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    scale_of = {n: (1.0 if lr_scale is None else float(lr_scale(n))) for n, _ in named}
+    bad = {n: s for n, s in scale_of.items() if not s > 0}
+    if bad:
+        raise ValueError(f"learning-rate scales must be > 0, got {bad}")
+    scales = sorted(set(scale_of.values()), key=lambda s: (s != 1.0, s))
+    return [{"params": [p for n, p in named if scale_of[n] == s], "lr_scale": s} for s in scales]
+
+
 StepFn = Callable[[nn.Module, int, int, torch.device], tuple[Tensor, dict[str, float]]]
 
 
@@ -70,11 +82,14 @@ def run_training(
     validate_every: int = 0,
     info: dict[str, Any] | None = None,
     run_config_defaults: dict[str, Any] | None = None,
+    lr_scale: Callable[[str], float] | None = None,
 ) -> list[float]:
     """Train ``model`` (through ``objective``, the module DDP wraps) from the newest checkpoint of
     ``run_dir``; returns this call's losses. ``run_config`` (JSON-able) must match on resume except
     for the number of steps; a key the saved run lacks (an option added since it started) counts as
     its value in ``run_config_defaults`` (the config class's defaults, which keep the old behaviour).
+    ``lr_scale(name)``: a trainable parameter's learning rate as a multiple of ``loop.lr`` (one AdamW
+    parameter group per distinct scale, the scale-1 group first; default: 1 for all).
     The EMA model is exported as a fada-rt checkpoint of ``role`` at each checkpoint
     (``RUN/<role>-latest``) and at the end (``RUN/<role>``)."""
     from accelerate import Accelerator
@@ -84,7 +99,8 @@ def run_training(
     device = accelerator.device
     objective.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
+    groups = parameter_groups(model, lr_scale)
+    optimizer = torch.optim.AdamW(groups, lr=loop.lr, weight_decay=loop.weight_decay)
     ema = EMA(model, loop.ema_decay)
     start = 0
     latest = latest_step_dir(run_dir)
@@ -94,6 +110,8 @@ def run_training(
         if _without_steps(saved) != _without_steps(run_config):
             raise ValueError(f"{latest} was trained with another config; use a new run folder.\n"
                              f"saved: {meta['run_config']}\nnow:   {run_config}")
+        for group, built in zip(optimizer.param_groups, groups):  # checkpoints before lr_scale lack the key
+            group["lr_scale"] = built["lr_scale"]
         start = meta["step"]
         accelerator.print(f"resumed from {latest} at step {start}")
     objective, optimizer = accelerator.prepare(objective, optimizer)
@@ -110,7 +128,7 @@ def run_training(
     for step in bar:
         lr = loop.lr * min(1.0, (step + 1) / loop.warmup_steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         with accelerator.autocast():
             loss, logs = step_fn(objective, step, rank, device)
         accelerator.backward(loss)

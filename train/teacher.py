@@ -34,6 +34,7 @@ from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
 from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, command_line, run_training, step_seed
+from train.sync_expert import SyncExpert, load_sync_expert
 from train.weighting import check_motion_weight, motion_weight_map
 
 
@@ -51,16 +52,36 @@ class TeacherTrainConfig:
     loss_weighting: str = "uniform"
     #: per-pixel weight of Eq. 1 on moving regions (:func:`train.weighting.motion_weight_map`); 0: uniform (the paper)
     motion_weight: float = 0.0
+    #: learning rate of the audio path (AudioProj, the denoiser's audio attention) as a multiple of loop.lr
+    audio_lr_scale: float = 1.0
+    #: lip-sync expert folder (:mod:`train.sync_expert`) and the weight of its loss on the x0 prediction
+    sync_expert: str | None = None
+    sync_weight: float = 0.0
+    #: what the x0 prediction's expert video embedding is pulled to: "audio" (its audio's embedding: SyncNet
+    #: supervision) or "video" (the ground truth's video embedding: feature matching, never past the truth)
+    sync_target: str = "audio"
+    #: the sync loss applies to samples with t <= this (x0 = (z_t - sqrt(1-abar) eps) / sqrt(abar) is sharp enough)
+    sync_max_t: int = 500
 
     def __post_init__(self) -> None:
         if self.p_drop_audio + self.p_drop_both >= 1:
             raise ValueError("p_drop_audio + p_drop_both must be < 1")
         check_motion_weight(self.motion_weight)
+        if not self.audio_lr_scale > 0:
+            raise ValueError(f"audio_lr_scale must be > 0, got {self.audio_lr_scale}")
+        if self.sync_weight < 0 or (self.sync_weight > 0) != (self.sync_expert is not None):
+            raise ValueError(f"sync_weight {self.sync_weight} needs a sync_expert and vice versa "
+                             f"(sync_expert={self.sync_expert!r}); train one with python -m train.sync_expert")
+        if self.sync_target not in SYNC_TARGETS:
+            raise ValueError(f"sync_target must be one of {SYNC_TARGETS}, got {self.sync_target!r}")
+        if not 0 <= self.sync_max_t < SD15_SCHEDULE.num_train_timesteps:
+            raise ValueError(f"sync_max_t must be in [0, {SD15_SCHEDULE.num_train_timesteps - 1}], got {self.sync_max_t}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
 
 
 LOSS_WEIGHTINGS = ("uniform", "truncated_snr")
+SYNC_TARGETS = ("audio", "video")
 
 
 def timestep_weights(abar: Tensor, kind: str) -> Tensor:
@@ -81,12 +102,29 @@ def timestep_weights(abar: Tensor, kind: str) -> Tensor:
 
 
 class TeacherObjective(nn.Module):
-    """Per-sample Eq. 1 loss of a batch; the module DDP wraps (it owns the trainable networks)."""
+    """Per-sample Eq. 1 loss of a batch; the module DDP wraps (it owns the trainable networks).
 
-    def __init__(self, model: FadaModel, loss_weighting: str = "uniform", motion_weight: float = 0.0) -> None:
+    With a lip-sync expert (:class:`train.sync_expert.SyncExpert`, frozen) and ``sync_weight`` > 0, each
+    sample with audio kept and ``t <= sync_max_t`` adds ``sync_weight * mean_k (1 - cos_k)``: the expert's
+    cosine between the x0 prediction's frame windows and, for ``sync_target="audio"``, their audio
+    (LatentSync's SyncNet supervision, in latent space), or for ``"video"`` the ground truth's windows
+    (feature matching in the expert's space: the mouth as the expert sees it, whose optimum is the truth).
+    ``sync_cosine`` holds the last batch's mean cosine (nan when no sample had the term).
+    """
+
+    def __init__(self, model: FadaModel, loss_weighting: str = "uniform", motion_weight: float = 0.0,
+                 sync_expert: SyncExpert | None = None, sync_weight: float = 0.0, sync_max_t: int = 500,
+                 sync_target: str = "audio") -> None:
         super().__init__()
         self.model = model
         self.motion_weight = motion_weight
+        if (sync_expert is None) != (sync_weight == 0.0):
+            raise ValueError("a sync expert needs sync_weight > 0 and sync_weight > 0 needs a sync expert")
+        self.sync_expert = sync_expert
+        if sync_target not in SYNC_TARGETS:
+            raise ValueError(f"sync_target must be one of {SYNC_TARGETS}, got {sync_target!r}")
+        self.sync_weight, self.sync_max_t, self.sync_target = sync_weight, sync_max_t, sync_target
+        self.sync_cosine = float("nan")
         abar = SD15_SCHEDULE.alphas_cumprod.float()
         self.register_buffer("abar", abar, persistent=False)
         self.register_buffer("weight", timestep_weights(abar, loss_weighting), persistent=False)
@@ -100,7 +138,20 @@ class TeacherObjective(nn.Module):
         tokens = m.audio_proj(batch.audio) * keep_audio.view(-1, 1, 1, 1).to(batch.x0.dtype)  # (B, F, N, D)
         pred = m.denoiser(z_t, timestep.float(), tokens, reference.keys, reference.values, motion, ref_mask=keep_ref)
         err = (pred.float() - eps.float()).square() * motion_weight_map(batch.x0, self.motion_weight)
-        return self.weight[timestep] * err.flatten(1).mean(1)  # (B,)
+        loss = self.weight[timestep] * err.flatten(1).mean(1)  # (B,)
+        if self.sync_expert is None:
+            return loss
+        use = keep_audio & (timestep <= self.sync_max_t)
+        if not use.any():
+            self.sync_cosine = float("nan")
+            return loss
+        x0 = (z_t[use] - (1 - a[use]).sqrt() * pred[use].float()) / a[use].sqrt()  # (B', F, C, h, w)
+        if self.sync_target == "audio":
+            cos = self.sync_expert.chunk_cosines(x0, batch.audio[use]).mean(1)  # (B',)
+        else:
+            cos = self.sync_expert.chunk_video_cosines(x0, batch.x0[use]).mean(1)
+        self.sync_cosine = cos.mean().item()
+        return loss.index_add(0, use.nonzero()[:, 0], self.sync_weight * (1.0 - cos))
 
 
 def draw_noise(batch: ChunkBatch, config: TeacherTrainConfig, *, step: int, rank: int
@@ -141,7 +192,10 @@ def train_teacher(
 
     ``stop_after``: return after that global step (tests, and runs split over sessions).
     """
-    objective = TeacherObjective(model.set_trainable(), config.loss_weighting, config.motion_weight)
+    expert = None if config.sync_expert is None else check_sync_expert(config.sync_expert, model)
+    objective = TeacherObjective(model.set_trainable(), config.loss_weighting, config.motion_weight,
+                                 sync_expert=expert, sync_weight=config.sync_weight, sync_max_t=config.sync_max_t,
+                                 sync_target=config.sync_target)
 
     def step_fn(obj: nn.Module, step: int, rank: int, device: torch.device) -> tuple[Tensor, dict[str, float]]:
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)
@@ -150,12 +204,29 @@ def train_teacher(
         branch = {"loss_a": per_sample[keep_audio], "loss_r": per_sample[keep_ref & ~keep_audio],
                   "loss_b": per_sample[~keep_ref]}
         logs = {k: (v.mean().item() if v.numel() else float("nan")) for k, v in branch.items()}
+        if expert is not None:
+            logs["sync_cosine"] = objective.sync_cosine
         return per_sample.mean(), logs
 
     return run_training(model=model, objective=objective, step_fn=step_fn, loop=config.loop,
                         run_config=dataclasses.asdict(config), run_dir=run_dir, role="teacher",
                         run_config_defaults=dataclasses.asdict(TeacherTrainConfig()),
+                        lr_scale=lambda name: config.audio_lr_scale if model.is_audio_parameter(name) else 1.0,
                         stop_after=stop_after, validate=validate, validate_every=validate_every, info=info)
+
+
+def check_sync_expert(folder: str | Path, model: FadaModel) -> SyncExpert:
+    """Load a lip-sync expert and check it reads this model's latents (same VAE) and audio features."""
+    from train.cache import weights_digest
+
+    expert, meta = load_sync_expert(folder)
+    if meta.get("vae_sha256") != weights_digest(model.vae):
+        raise ValueError(f"sync expert {folder} was trained on latents of another VAE; train one on this model's "
+                         f"cache (python -m train.sync_expert --cache ...)")
+    if meta.get("audio") != dataclasses.asdict(model.config.audio):
+        raise ValueError(f"sync expert {folder} was trained on another audio front-end ({meta.get('audio')}); "
+                         f"the model's is {dataclasses.asdict(model.config.audio)}")
+    return expert
 
 
 def build_teacher_model(*, preset: str, vae: str | None = None, init: str | None = None,
@@ -227,12 +298,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--motion-weight", type=float, default=TeacherTrainConfig.motion_weight,
                    help="weight of moving pixels in Eq. 1: (1 + K s / mean(s)) / (1 + K), s = each latent pixel's "
                         "std over the chunk (mouth, eyes): lip-sync detail; 0: uniform pixels (the paper)")
+    p.add_argument("--audio-lr-scale", type=float, default=TeacherTrainConfig.audio_lr_scale,
+                   help="learning rate of the audio path (AudioProj and the denoiser's audio attention) as a "
+                        "multiple of --lr: audio-driven detail (mouth width) learns slowest; 1: one rate")
+    p.add_argument("--sync-expert", default=None,
+                   help="lip-sync expert folder (python -m train.sync_expert) for the sync loss on the x0 prediction")
+    p.add_argument("--sync-weight", type=float, default=TeacherTrainConfig.sync_weight,
+                   help="weight of the sync loss, sync_weight * (1 - expert cosine); needs --sync-expert")
+    p.add_argument("--sync-target", default=TeacherTrainConfig.sync_target, choices=SYNC_TARGETS,
+                   help="pull the prediction's expert embedding to its audio's (SyncNet supervision) or to the "
+                        "ground truth's video embedding (feature matching: no exaggerated mouths)")
+    p.add_argument("--sync-max-t", type=int, default=TeacherTrainConfig.sync_max_t,
+                   help="largest training timestep (0..999) that gets the sync loss")
     args = p.parse_args(argv)
     loop = LoopConfig(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
                       checkpoint_every=args.checkpoint_every)
     config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed,
                                 loss_weighting=args.loss_weighting, motion_noise=args.motion_noise,
-                                motion_weight=args.motion_weight)
+                                motion_weight=args.motion_weight, audio_lr_scale=args.audio_lr_scale,
+                                sync_expert=args.sync_expert, sync_weight=args.sync_weight,
+                                sync_max_t=args.sync_max_t, sync_target=args.sync_target)
     model = build_teacher_model(preset=args.preset, vae=args.vae, init=args.init, init_sd15=args.init_sd15,
                                 wav2vec2=args.wav2vec2, prediction=args.prediction)
     cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae),

@@ -73,6 +73,12 @@ class FadaModel(nn.Module):
             module.requires_grad_(False)
         return self
 
+    @staticmethod
+    def is_audio_parameter(name: str) -> bool:
+        """Whether parameter ``name`` (of ``named_parameters()``) is on the audio path: AudioProj or the
+        denoiser's audio cross-attention (``attn2``, with a student's CFG layer inside it)."""
+        return name.startswith("audio_proj.") or (name.startswith("denoiser.") and ".attn2." in name)
+
     def set_prediction(self, prediction: str) -> FadaModel:
         """Reinterpret the denoiser's raw output ("epsilon" or "v", :class:`ModelConfig`), e.g. to
         fine-tune an epsilon teacher as a v-prediction one; the weights are kept."""
