@@ -72,15 +72,18 @@ for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 
 done
 
 # 5. the quality table (benchmarks/results/quality_table.{md,json}) and the shipped students
-for variant in balanced fast; do  # the shipped students
+for variant in balanced fast; do  # the shipped fast student (and the balanced one shipped before)
   python -m train.distill --teacher "$RUNS/teacher-mw1/teacher" --data "$DATA" --cache "$CACHE" \
     --run "$RUNS/distill-mw1/$variant" --variant "$variant" --solve-cache "$SOLVES" \
     --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1
 done
+python -m train.distill --teacher "$RUNS/teacher-mw-long/teacher" --data "$DATA" --cache "$CACHE" \
+  --run "$RUNS/distill-mw-long/balanced" --variant balanced --solve-cache "$SOLVES" \
+  --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1   # the shipped balanced student
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
 cp -r "$RUNS/distill-mw1/fast/student" fada_rt/assets/tiny-fast
-cp -r "$RUNS/distill-mw1/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/distill-mw-long/balanced/student" fada_rt/assets/tiny-balanced
 cp -r "$RUNS/teacher-mw-long/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
 for asset in tiny-fast tiny-balanced tiny-teacher; do python -m fada_rt.checkpoint "fada_rt/assets/$asset" --set-guidance 2 1; done
