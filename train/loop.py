@@ -98,8 +98,8 @@ def run_training(
     accelerator = Accelerator(mixed_precision=loop.mixed_precision, cpu=not torch.cuda.is_available())
     device = accelerator.device
     objective.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
     groups = parameter_groups(model, lr_scale)
+    params = [p for group in groups for p in group["params"]]
     optimizer = torch.optim.AdamW(groups, lr=loop.lr, weight_decay=loop.weight_decay)
     ema = EMA(model, loop.ema_decay)
     start = 0

@@ -103,7 +103,7 @@ class SyncExpert(nn.Module):
         """Sync cosine of every frame of a chunk with a full window: (B, F, C, h, w), (B, F, 2w+1, L, D)
         -> (B, F - 2w) for centre frames w .. F-w-1."""
         w, (b, f) = self.config.window, latents.shape[:2]
-        v = self._chunk_video(latents)  # (B*(F-2w), E)
+        v = self.embed_chunk_video(latents).flatten(0, 1)  # (B*(F-2w), E)
         a = self.embed_audio(audio_windows[:, w : f - w].flatten(0, 1))  # (B*(F-2w), E)
         return (v * a).sum(-1).view(b, f - 2 * w)
 
@@ -111,14 +111,16 @@ class SyncExpert(nn.Module):
         """Cosine between the video embeddings of two chunks' windows (e.g. a prediction and the ground
         truth): (B, F, C, h, w) x 2 -> (B, F - 2w)."""
         w, (b, f) = self.config.window, latents.shape[:2]
-        return (self._chunk_video(latents) * self._chunk_video(target)).sum(-1).view(b, f - 2 * w)
+        return (self.embed_chunk_video(latents) * self.embed_chunk_video(target)).sum(-1).view(b, f - 2 * w)
 
-    def _chunk_video(self, latents: Tensor) -> Tensor:
-        w, f = self.config.window, latents.shape[1]
+    def embed_chunk_video(self, latents: Tensor) -> Tensor:
+        """Video embedding of every full window of a chunk: (B, F, C, h, w) -> (B, F - 2w, E), centre
+        frames w .. F-w-1."""
+        w, (b, f) = self.config.window, latents.shape[:2]
         if f < 2 * w + 1:
             raise ValueError(f"a chunk of {f} frames has no full {2 * w + 1}-frame window")
         video = latents.unfold(1, 2 * w + 1, 1).permute(0, 1, 5, 2, 3, 4)  # (B, F-2w, 2w+1, C, h, w)
-        return self.embed_video(video.flatten(0, 1))  # (B*(F-2w), E)
+        return self.embed_video(video.flatten(0, 1)).view(b, f - 2 * w, -1)
 
 
 def save_sync_expert(expert: SyncExpert, folder: str | Path, *, meta: dict[str, Any]) -> Path:
@@ -157,13 +159,14 @@ class WindowSampler:
         rng = np.random.default_rng([self.seed, step])
         w, video, audio = self.window, [], []
         for cid in rng.choice(self.ids, size=clips, replace=len(self.ids) < clips):
-            lat, feats = self.clips[cid]["latents"], self.clips[cid]["audio"]
+            lat = self.clips[cid]["latents"]
+            windows = window_features(self.clips[cid]["audio"][None], w)[0]  # (T, 2w+1, L, D)
             gap = (lat.shape[0] - 2 * w) // self.per_clip  # >= 2w+1
             offset = int(rng.integers(0, gap - 2 * w))
             for j in range(self.per_clip):
                 k = w + j * gap + offset
                 video.append(lat[k - w : k + w + 1])
-                audio.append(feats[(k + torch.arange(-w, w + 1)).clamp(0, lat.shape[0] - 1)])  # as window_features
+                audio.append(windows[k])
         return torch.stack(video).float(), torch.stack(audio).float()
 
 
@@ -187,7 +190,7 @@ def offset_scores(expert: SyncExpert, cache: dict[str, dict[str, Tensor]], *, ma
         centres = torch.arange(w + max_offset, t - w - max_offset)
         if len(centres) < 1:
             continue
-        v = expert.embed_video(torch.stack([lat[k - w : k + w + 1] for k in centres]))  # (K, E)
+        v = expert.embed_chunk_video(lat[None])[0, centres - w]  # (K, E)
         a = expert.embed_audio(feats)  # (T, E)
         cos = torch.stack([(v * a[centres + d]).sum(-1).mean() for d in range(-max_offset, max_offset + 1)])
         hits.append(float(cos.argmax().item() == max_offset))
@@ -244,17 +247,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips-per-batch", type=int, default=16, help="clips per batch")
     p.add_argument("--per-clip", type=int, default=4, help="windows per clip (the hard negatives)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
-    p.add_argument("--heldout", type=int, default=200, help="clips of the manifest kept out for the offset scores")
+    p.add_argument("--heldout", type=int, default=200, help="clips of the manifest kept out for the offset scores (>= 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of init and batches")
     args = p.parse_args(argv)
     index = read_index(Path(args.cache))
     audio = AudioConfig(**index["audio"])
     model_config = get_preset(args.preset).replace(audio=audio)
     ids = read_manifest(args.data, args.manifest)
-    if len(ids) <= args.heldout:
-        raise ValueError(f"manifest {args.manifest} has {len(ids)} clips; --heldout {args.heldout} leaves none to train on")
+    if not 1 <= args.heldout < len(ids):
+        raise ValueError(f"manifest {args.manifest} has {len(ids)} clips; --heldout {args.heldout} must be in [1, {len(ids) - 1}]")
     cache = open_cache(args.cache, config=model_config, clip_ids=ids)
-    train_ids, held_ids = ids[: -args.heldout or None], ids[len(ids) - args.heldout :]
+    train_ids, held_ids = ids[: -args.heldout], ids[-args.heldout :]
     latent = next(iter(cache.values()))["latents"]
     config = SyncExpertConfig(latent_channels=latent.shape[1], latent_size=latent.shape[-1], window=audio.window,
                               audio_layers=audio.num_layers, audio_dim=audio.dim)

@@ -69,11 +69,7 @@ class TeacherTrainConfig:
         check_motion_weight(self.motion_weight)
         if not self.audio_lr_scale > 0:
             raise ValueError(f"audio_lr_scale must be > 0, got {self.audio_lr_scale}")
-        if self.sync_weight < 0 or (self.sync_weight > 0) != (self.sync_expert is not None):
-            raise ValueError(f"sync_weight {self.sync_weight} needs a sync_expert and vice versa "
-                             f"(sync_expert={self.sync_expert!r}); train one with python -m train.sync_expert")
-        if self.sync_target not in SYNC_TARGETS:
-            raise ValueError(f"sync_target must be one of {SYNC_TARGETS}, got {self.sync_target!r}")
+        check_sync_options(weight=self.sync_weight, has_expert=self.sync_expert is not None, target=self.sync_target)
         if not 0 <= self.sync_max_t < SD15_SCHEDULE.num_train_timesteps:
             raise ValueError(f"sync_max_t must be in [0, {SD15_SCHEDULE.num_train_timesteps - 1}], got {self.sync_max_t}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
@@ -82,6 +78,15 @@ class TeacherTrainConfig:
 
 LOSS_WEIGHTINGS = ("uniform", "truncated_snr")
 SYNC_TARGETS = ("audio", "video")
+
+
+def check_sync_options(*, weight: float, has_expert: bool, target: str) -> None:
+    """The sync-loss options both the training config and :class:`TeacherObjective` accept."""
+    if weight < 0 or (weight > 0) != has_expert:
+        raise ValueError(f"sync_weight {weight} needs a sync_expert and a sync_expert needs sync_weight > 0 "
+                         f"(expert given: {has_expert}); train one with python -m train.sync_expert")
+    if target not in SYNC_TARGETS:
+        raise ValueError(f"sync_target must be one of {SYNC_TARGETS}, got {target!r}")
 
 
 def timestep_weights(abar: Tensor, kind: str) -> Tensor:
@@ -118,11 +123,8 @@ class TeacherObjective(nn.Module):
         super().__init__()
         self.model = model
         self.motion_weight = motion_weight
-        if (sync_expert is None) != (sync_weight == 0.0):
-            raise ValueError("a sync expert needs sync_weight > 0 and sync_weight > 0 needs a sync expert")
+        check_sync_options(weight=sync_weight, has_expert=sync_expert is not None, target=sync_target)
         self.sync_expert = sync_expert
-        if sync_target not in SYNC_TARGETS:
-            raise ValueError(f"sync_target must be one of {SYNC_TARGETS}, got {sync_target!r}")
         self.sync_weight, self.sync_max_t, self.sync_target = sync_weight, sync_max_t, sync_target
         self.sync_cosine = float("nan")
         abar = SD15_SCHEDULE.alphas_cumprod.float()
