@@ -108,7 +108,9 @@ class CpuShare:
         idle = (delta[3] + delta[4]) / hz  # idle + iowait
         steal = delta[7] / hz if len(delta) > 7 else 0.0
         own = (own1.user + own1.system) - (own0.user + own0.system)
-        return {"seconds": total / max(1, len(os.sched_getaffinity(0))), "own_share": own / total,
+        # the process's clock and /proc/stat's tick in different steps: on an otherwise idle machine the
+        # process can read a few ticks more than all cores together, hence the clamp
+        return {"seconds": total / max(1, len(os.sched_getaffinity(0))), "own_share": min(1.0, own / total),
                 "others_share": max(0.0, (total - idle - steal - own) / total), "steal_share": steal / total}
 
 

@@ -17,7 +17,9 @@ error, temporal jitter and wall time. Methods:
 * Table 5 — the shipped checkpoints: the teacher fine-tuned with a motion-weighted loss for 2500 steps
   (``RUNS/teacher-mw1``, ``train.teacher --motion-weight 1``), the students distilled from it
   (``RUNS/distill-mw1/<variant>``), the shipped teacher: 5000 more such steps (``RUNS/teacher-mw-long``), and
-  the balanced student distilled from it (``RUNS/distill-mw-long/balanced``).
+  the balanced and fast students distilled from it (``RUNS/distill-mw-long/<variant>``); 2500 more steps
+  with the training set's motion map (``RUNS/teacher-mw-dsmap``, ``--motion-map dataset``, shipped) and its
+  students (``RUNS/distill-mw-dsmap/<variant>``, shipped); the hinge sync-loss A/B (``RUNS/teacher-mw-long-hinge``).
 
 Besides the paper's columns, ``open r`` / ``width r``: how closely the mouth's openness and width follow
 what the audio calls for (per-clip correlation, :func:`benchmarks.metrics.suite.mouth_follow`).
@@ -91,13 +93,21 @@ METHODS: tuple[Method, ...] = (
     Method("5", "MW teacher 7500 steps, DDIM 6 x 3", "teacher-mw-long", "teacher", "teacher-6x3", 6.5, 2.5),
     Method("5", "MW teacher 7500 steps, DDIM 6 x 3, CFG 2 / 1", "teacher-mw-long", "teacher", "teacher-6x3", 2.0, 1.0),
     Method("5", "MW-7500 balanced, CFG 2 / 1", "distill-mw-long/balanced", "student", "balanced", 2.0, 1.0),
+    Method("5", "MW-7500 fast, CFG 2 / 1", "distill-mw-long/fast", "student", "fast", 2.0, 1.0),
+    # 2500 more steps with the training set's motion map (--motion-map dataset): the shipped teacher and
+    # students (RUNS/teacher-mw-dsmap, RUNS/distill-mw-dsmap/<variant>); the sync expert's hinge target A/B
+    Method("5", "MW-10000 dataset map, DDIM 6 x 3, CFG 2 / 1", "teacher-mw-dsmap", "teacher", "teacher-6x3", 2.0, 1.0),
+    Method("5", "MW-10000 hinge sync, DDIM 6 x 3, CFG 2 / 1", "teacher-mw-long-hinge", "teacher", "teacher-6x3",
+           2.0, 1.0),
+    Method("5", "dataset-map balanced, CFG 2 / 1", "distill-mw-dsmap/balanced", "student", "balanced", 2.0, 1.0),
+    Method("5", "dataset-map fast, CFG 2 / 1", "distill-mw-dsmap/fast", "student", "fast", 2.0, 1.0),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
     "3": "Table 3 — adaptive mixed-supervised distillation (PeRFlow on B, 3 CFG branches)",
     "4": "Table 4 — multi-CFG distillation (PeRFlow + adaptive-0.25 on B)",
-    "5": "Shipped — motion-weighted teachers (MW, --motion-weight 1; 2500 steps and the shipped 7500), the "
-         "students of the 2500-step one (fast shipped) and the balanced student of the 7500-step one (shipped)",
+    "5": "Shipped — motion-weighted teachers (MW, --motion-weight 1; 2500, 7500 and 10000 steps, the last "
+         "with the training set's motion map, shipped) and their students (the dataset-map ones shipped)",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),

@@ -63,6 +63,20 @@ for target in audio video; do
     --seed 4 --motion-weight 1 --sync-expert "$RUNS/sync-expert" --sync-weight 0.05 --sync-target "$target"
 done
 
+# the shipped teacher: 2500 more steps from the 7500-step one with the motion weight's map taken from the
+# training set's mean (--motion-map dataset: one fixed lip-region map; each chunk's own map tilts the
+# optimum towards over-moving mouths), and, as an A/B, the sync expert's hinge target on the same start
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-long/teacher" \
+  --run "$RUNS/teacher-mw-dsmap" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 6 \
+  --motion-weight 1 --motion-map dataset
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-long/teacher" \
+  --run "$RUNS/teacher-mw-long-hinge" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
+  --seed 6 --motion-weight 1 --sync-expert "$RUNS/sync-expert" --sync-weight 0.1 --sync-target audio-hinge
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-dsmap/teacher" \
+  --run "$RUNS/teacher-mw-dsmap-hinge" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
+  --seed 7 --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert" --sync-weight 0.1 \
+  --sync-target audio-hinge   # the hinge on top of the shipped teacher (README; not shipped)
+
 # 4. distillation: every variant, sharing the teacher's window solves within a family
 for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 B-fixed-1.0 \
                B-unlimited-0.5 B-unlimited-0.25 B-adaptive-0.5 perflow-A; do
@@ -72,18 +86,25 @@ for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 
 done
 
 # 5. the quality table (benchmarks/results/quality_table.{md,json}) and the shipped students
-for variant in balanced fast; do  # the shipped fast student (and the balanced one shipped before)
+for variant in balanced fast; do  # the students of the 2500-step MW teacher (shipped before)
   python -m train.distill --teacher "$RUNS/teacher-mw1/teacher" --data "$DATA" --cache "$CACHE" \
     --run "$RUNS/distill-mw1/$variant" --variant "$variant" --solve-cache "$SOLVES" \
     --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1
 done
-python -m train.distill --teacher "$RUNS/teacher-mw-long/teacher" --data "$DATA" --cache "$CACHE" \
-  --run "$RUNS/distill-mw-long/balanced" --variant balanced --solve-cache "$SOLVES" \
-  --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1   # the shipped balanced student
+for variant in balanced fast; do  # the students of the 7500-step teacher (balanced shipped before)
+  python -m train.distill --teacher "$RUNS/teacher-mw-long/teacher" --data "$DATA" --cache "$CACHE" \
+    --run "$RUNS/distill-mw-long/$variant" --variant "$variant" --solve-cache "$SOLVES" \
+    --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1
+done
+for variant in balanced fast; do  # the shipped students, of the shipped teacher
+  python -m train.distill --teacher "$RUNS/teacher-mw-dsmap/teacher" --data "$DATA" --cache "$CACHE" \
+    --run "$RUNS/distill-mw-dsmap/$variant" --variant "$variant" --solve-cache "$SOLVES" \
+    --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1 --motion-map dataset
+done
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
-cp -r "$RUNS/distill-mw1/fast/student" fada_rt/assets/tiny-fast
-cp -r "$RUNS/distill-mw-long/balanced/student" fada_rt/assets/tiny-balanced
-cp -r "$RUNS/teacher-mw-long/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/distill-mw-dsmap/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill-mw-dsmap/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/teacher-mw-dsmap/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
 for asset in tiny-fast tiny-balanced tiny-teacher; do python -m fada_rt.checkpoint "fada_rt/assets/$asset" --set-guidance 2 1; done

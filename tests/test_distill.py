@@ -80,8 +80,10 @@ def _student_eps(student, batch, z, timestep, draws, cfg_conditioned):
                             cfg=draws.cfg if cfg_conditioned else None)
 
 
-@pytest.mark.parametrize(("cfg_mode", "motion_weight"), [("none", 0.0), ("layer_tokens", 0.0), ("layer_tokens", 1.5)])
-def test_loss_terms_equal_hand_computed(world, cfg_mode: str, motion_weight: float) -> None:
+@pytest.mark.parametrize(("cfg_mode", "motion_weight", "fixed_map"),
+                         [("none", 0.0, False), ("layer_tokens", 0.0, False), ("layer_tokens", 1.5, False),
+                          ("layer_tokens", 1.5, True)])
+def test_loss_terms_equal_hand_computed(world, cfg_mode: str, motion_weight: float, fixed_map: bool) -> None:
     config = _quick(dataclasses.replace(VARIANTS["balanced"], cfg_mode=cfg_mode, motion_weight=motion_weight))
     teacher, batch, d, windows = _fixed_step(world, config)
     student = teacher.make_student(cfg_mode)
@@ -90,7 +92,10 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str, motion_weight: flo
     with torch.no_grad():
         z_start_lib = distill_mod.window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
         z_end = teacher_solve(teacher, batch, d, z_start_lib, plan, config)
-        out = compute_losses(objective=DistillObjective(student, motion_weight), batch=batch, draws=d, z_end=z_end,
+        size = batch.x0.shape[-2:]
+        fixed = 0.5 + torch.rand(1, 1, 1, *size, generator=torch.Generator().manual_seed(3)) if fixed_map else None
+        objective = DistillObjective(student, motion_weight, fixed)
+        out = compute_losses(objective=objective, batch=batch, draws=d, z_end=z_end,
                              windows=windows, config=config)
 
         # by hand, DESIGN.md §3.3 steps 2-6 and §3.5, from the raw SD1.5 table
@@ -104,6 +109,8 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str, motion_weight: flo
             x0, eps = batch.x0[i : i + 1], d.eps[i : i + 1]
             motion = x0.std(dim=1).mean(dim=1)  # (1, h, w): each pixel's std over the chunk's frames
             pix = (1 + motion_weight * motion / motion.mean()) / (1 + motion_weight)  # train.weighting
+            if fixed is not None:  # a dataset map replaces each chunk's own
+                pix = fixed.view(1, *size)
             z_tk = math.sqrt(a(tk)) * x0 + math.sqrt(1 - a(tk)) * eps
             lam = math.sqrt(a(tk1) / a(tk))
             eta = math.sqrt(1 - a(tk1)) - math.sqrt(a(tk1) * (1 - a(tk)) / a(tk))

@@ -23,7 +23,7 @@ from train.teacher import (
     timestep_weights,
     train_teacher,
 )
-from train.weighting import motion_weight_map
+from train.weighting import dataset_motion_map, motion_weight_map
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_resume_a_run_saved_before_an_option_existed(tiny_cache, tmp_path: Path)
                   config=_config(steps=3, checkpoint_every=2), run_dir=tmp_path / "r", stop_after=2)
     state = tmp_path / "r" / "checkpoints" / "step_0000002" / "state.json"
     meta = json.loads(state.read_text())
-    for key in ("motion_weight", "motion_noise", "audio_lr_scale"):  # as a run started before these options
+    for key in ("motion_weight", "motion_noise", "audio_lr_scale", "motion_map"):  # a run before these options
         del meta["run_config"][key]
     for group in meta["optimizer"]["param_groups"]:
         del group["lr_scale"]
@@ -161,9 +161,11 @@ def test_sync_loss_adds_the_experts_term(tiny_cache, sync_expert_dir: Path) -> N
     plain = TeacherObjective(model)
     synced = TeacherObjective(model, sync_expert=expert, sync_weight=0.5, sync_max_t=500)
     matched = TeacherObjective(model, sync_expert=expert, sync_weight=0.5, sync_max_t=500, sync_target="video")
+    hinged = TeacherObjective(model, sync_expert=expert, sync_weight=0.5, sync_max_t=500, sync_target="audio-hinge")
     with torch.no_grad():
         base, total = plain(batch, eps, t, keep_audio, keep_ref), synced(batch, eps, t, keep_audio, keep_ref)
         total_video = matched(batch, eps, t, keep_audio, keep_ref)
+        total_hinge = hinged(batch, eps, t, keep_audio, keep_ref)
         a = SD15_SCHEDULE.alphas_cumprod.float()[t].view(-1, 1, 1, 1, 1)
         z_t = a.sqrt() * batch.x0 + (1 - a).sqrt() * eps
         ref = model.reference(batch.reference)
@@ -171,11 +173,17 @@ def test_sync_loss_adds_the_experts_term(tiny_cache, sync_expert_dir: Path) -> N
                               ref.keys, ref.values, model.motion_features(batch.motion), ref_mask=keep_ref)
         x0 = (z_t - (1 - a).sqrt() * pred) / a.sqrt()
         fresh = load_sync_expert(sync_expert_dir)[0]
-        cos = fresh.chunk_cosines(x0, batch.audio).mean(1)
+        window_cos = fresh.chunk_cosines(x0, batch.audio)  # (B, K)
+        truth_cos = fresh.chunk_cosines(batch.x0, batch.audio)
+        cos = window_cos.mean(1)
         video_cos = fresh.chunk_video_cosines(x0, batch.x0).mean(1)
+    deficit = (truth_cos - window_cos).clamp(min=0).mean(1)
     used = torch.tensor([1.0, 0.0, 1.0, 0.0])  # audio dropped; t > 500
     assert torch.allclose(total, base + 0.5 * (1 - cos) * used, rtol=1e-5, atol=1e-7)
     assert torch.allclose(total_video, base + 0.5 * (1 - video_cos) * used, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(total_hinge, base + 0.5 * deficit * used, rtol=1e-5, atol=1e-7)
+    # an untrained denoiser's x0 is less in sync than the truth in some windows and not in others: both branches
+    assert ((truth_cos - window_cos)[[0, 2]] > 0).any() and ((truth_cos - window_cos)[[0, 2]] < 0).any()
     assert not torch.allclose(video_cos, cos, atol=1e-3)
     assert synced.sync_cosine == pytest.approx(cos[[0, 2]].mean().item(), abs=1e-6)
     with pytest.raises(ValueError, match="another VAE"):
@@ -291,6 +299,51 @@ def test_motion_weight_map_favours_moving_pixels(tiny_cache) -> None:
     expected = (err * motion_weight_map(batch.x0, 2.0)).flatten(1).mean(1)
     torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=0)
     assert not torch.allclose(weighted, plain)
+
+
+def test_dataset_motion_map_is_one_map_that_keeps_the_conditional_mean(tiny_cache) -> None:
+    """The training set's mean per-pixel std through the same formula; unlike each chunk's own map, its
+    weighted least-squares optimum over samples that share a condition is their plain mean."""
+    _, cache = tiny_cache
+    model = make_tiny_model(seed=0).eval()
+    sampler = _sampler(model, cache)
+    fixed = dataset_motion_map(sampler, 1.0, batches=3, batch_size=2)
+    x0 = torch.cat([sampler.batch(step=2**41 + i, batch_size=2).x0 for i in range(3)])  # (6, F, C, h, w)
+    s = x0.std(dim=1).mean(dim=1).mean(0)  # (h, w)
+    assert fixed.shape == (1, 1, 1, 16, 16)
+    torch.testing.assert_close(fixed[0, 0, 0], (1 + s / s.mean()) / 2)
+    assert torch.equal(dataset_motion_map(sampler, 1.0, batches=3, batch_size=2), fixed)  # deterministic
+    assert torch.equal(dataset_motion_map(sampler, 0.0), torch.ones(1, 1, 1, 16, 16))
+
+    # two chunks of one condition: pixel (4, 4) still at 0 in one, moving around 1 in the other
+    pair = torch.zeros(2, 8, 4, 16, 16)
+    pair[0] = 0.1 * torch.randn(8, 4, 16, 16)
+    pair[0, :, :, 4, 4] = 0.0
+    pair[1] = 0.1 * torch.randn(8, 4, 16, 16)
+    pair[1, :, :, 4, 4] = 1.0 + 0.5 * torch.tensor([1.0, -1.0] * 4).view(8, 1)
+
+    def optimum(w: torch.Tensor) -> torch.Tensor:  # argmin_f sum_i w_i (f - x_i)^2 at the pixel, over frames and chunks
+        w = w.expand_as(pair)[:, :, :, 4, 4]
+        return (w * pair[:, :, :, 4, 4]).sum() / w.sum()
+
+    mean = pair[:, :, :, 4, 4].mean()
+    assert optimum(motion_weight_map(pair, 1.0)) > mean + 0.3  # tilted towards the moving chunk
+    torch.testing.assert_close(optimum(fixed), mean)
+
+    # in the objective the fixed map replaces each chunk's own
+    batch, eps, t, keep_a, keep_r = fixed_eval_batch(sampler, batch_size=4)
+    with torch.no_grad():
+        own = TeacherObjective(model, motion_weight=1.0)(batch, eps, t, keep_a, keep_r)
+        one = TeacherObjective(model, motion_weight=1.0, motion_map=fixed)(batch, eps, t, keep_a, keep_r)
+        plain = TeacherObjective(model)(batch, eps, t, keep_a, keep_r)
+        a = SD15_SCHEDULE.alphas_cumprod.float()[t].view(-1, 1, 1, 1, 1)
+        reference = model.reference(batch.reference)
+        pred = model.denoiser(a.sqrt() * batch.x0 + (1 - a).sqrt() * eps, t.float(), model.audio_proj(batch.audio),
+                              reference.keys, reference.values, model.motion_features(batch.motion), ref_mask=keep_r)
+    torch.testing.assert_close(one, ((pred - eps).square() * fixed).flatten(1).mean(1), rtol=1e-5, atol=0)
+    assert not torch.allclose(one, own) and not torch.allclose(one, plain)
+    with pytest.raises(ValueError, match="motion_map must be one of"):
+        TeacherTrainConfig(motion_map="mouth")
 
 
 def test_prediction_override_fine_tunes_an_epsilon_checkpoint(tiny_cache, tmp_path: Path) -> None:

@@ -55,7 +55,13 @@ from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, run_training, step_seed
 from train.sample_log import log_samples, read_labels_for
 from train.solve_cache import SolveCache
-from train.weighting import check_motion_weight, motion_weight_map
+from train.weighting import (
+    MOTION_MAPS,
+    check_motion_map,
+    check_motion_weight,
+    dataset_motion_map,
+    pixel_weights,
+)
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,15 @@ class DistillConfig:
     motion_noise: float = 0.0
     #: per-pixel weight of moving regions in both losses (train/weighting.py); 0: uniform (the paper)
     motion_weight: float = 0.0
+    #: its per-pixel motion: "chunk" (each chunk's own) or "dataset" (one fixed map), as train.teacher --motion-map
+    motion_map: str = "chunk"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.cfg_mode not in CFG_MODES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
         check_motion_weight(self.motion_weight)
+        check_motion_map(self.motion_map)
 
     @property
     def uses_gt(self) -> bool:
@@ -177,10 +186,11 @@ def draw_step(batch: ChunkBatch, config: DistillConfig, windows: PerflowWindows,
 class DistillObjective(nn.Module):
     """Per-sample ``L_distill`` and ``L_GT`` of the student (one forward for both); DDP wraps it."""
 
-    def __init__(self, student: FadaModel, motion_weight: float = 0.0) -> None:
+    def __init__(self, student: FadaModel, motion_weight: float = 0.0, motion_map: Tensor | None = None) -> None:
         super().__init__()
         self.student = student
         self.motion_weight = motion_weight
+        self.register_buffer("motion_map", motion_map, persistent=False)  # None: each chunk's own map
 
     def forward(self, batch: ChunkBatch, z_in: Tensor, timestep: Tensor, targets: Tensor, draws: StepDraws,
                 cfg_conditioned: bool) -> Tensor:
@@ -198,7 +208,8 @@ class DistillObjective(nn.Module):
                           [tile(v) for v in reference.values], [tile(m) for m in motion],
                           ref_mask=None if cfg_conditioned else tile(draws.keep_ref),
                           cfg=tile(draws.cfg.to(z_in.dtype)) if cfg_conditioned else None)
-        err = (pred.float() - targets.float()).square() * tile(motion_weight_map(batch.x0, self.motion_weight))
+        pix = pixel_weights(batch.x0, self.motion_weight, self.motion_map)  # (B or 1, 1, 1, h, w)
+        err = (pred.float() - targets.float()).square() * (tile(pix) if pix.shape[0] > 1 else pix)
         return err.flatten(1).mean(1)
 
 
@@ -220,7 +231,8 @@ def distill(
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
     student = teacher.make_student(config.cfg_mode).set_trainable().train()
     teacher = teacher.eval()  # its solves run under no_grad
-    objective = DistillObjective(student, config.motion_weight)
+    fixed_map = dataset_motion_map(sampler, config.motion_weight) if config.motion_map == "dataset" else None
+    objective = DistillObjective(student, config.motion_weight, fixed_map)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     sample_log = run_dir / "samples.csv"
@@ -339,12 +351,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--motion-weight", type=float, default=0.0,
                    help="weight of moving pixels (mouth, eyes) in the losses, as train.teacher --motion-weight; "
                         "0: uniform pixels")
+    p.add_argument("--motion-map", default="chunk", choices=MOTION_MAPS,
+                   help="where --motion-weight's per-pixel motion comes from, as train.teacher --motion-map")
     args = p.parse_args(argv)
     config = VARIANTS[args.variant]
     loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
                                                if v is not None})
     config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise=args.motion_noise,
-                                 motion_weight=args.motion_weight,
+                                 motion_weight=args.motion_weight, motion_map=args.motion_map,
                                  batch_size=args.batch_size if args.batch_size is not None else config.batch_size)
     teacher, _ = load_model(args.teacher, role="teacher")
     clip_ids = read_manifest(args.data, config.manifest)

@@ -35,7 +35,13 @@ from fada_rt.sampling import SD15_SCHEDULE
 from train.data import ChunkBatch, ChunkSampler
 from train.loop import LoopConfig, command_line, run_training, step_seed
 from train.sync_expert import SyncExpert, load_sync_expert
-from train.weighting import check_motion_weight, motion_weight_map
+from train.weighting import (
+    MOTION_MAPS,
+    check_motion_map,
+    check_motion_weight,
+    dataset_motion_map,
+    pixel_weights,
+)
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,17 @@ class TeacherTrainConfig:
     loss_weighting: str = "uniform"
     #: per-pixel weight of Eq. 1 on moving regions (:func:`train.weighting.motion_weight_map`); 0: uniform (the paper)
     motion_weight: float = 0.0
+    #: the motion weight's per-pixel std: "chunk" (each chunk's own; tilts the optimum towards over-moving
+    #: mouths) or "dataset" (one map, the training set's mean; unbiased)
+    motion_map: str = "chunk"
     #: learning rate of the audio path (AudioProj, the denoiser's audio attention) as a multiple of loop.lr
     audio_lr_scale: float = 1.0
     #: lip-sync expert folder (:mod:`train.sync_expert`) and the weight of its loss on the x0 prediction
     sync_expert: str | None = None
     sync_weight: float = 0.0
     #: what the x0 prediction's expert video embedding is pulled to: "audio" (its audio's embedding: SyncNet
-    #: supervision) or "video" (the ground truth's video embedding: feature matching, never past the truth)
+    #: supervision), "video" (the ground truth's video embedding: feature matching) or "audio-hinge" (its
+    #: audio's, only up to the ground truth's cosine)
     sync_target: str = "audio"
     #: the sync loss applies to samples with t <= this (x0 = (z_t - sqrt(1-abar) eps) / sqrt(abar) is sharp enough)
     sync_max_t: int = 500
@@ -67,6 +77,7 @@ class TeacherTrainConfig:
         if self.p_drop_audio + self.p_drop_both >= 1:
             raise ValueError("p_drop_audio + p_drop_both must be < 1")
         check_motion_weight(self.motion_weight)
+        check_motion_map(self.motion_map)
         if not self.audio_lr_scale > 0:
             raise ValueError(f"audio_lr_scale must be > 0, got {self.audio_lr_scale}")
         check_sync_options(weight=self.sync_weight, has_expert=self.sync_expert is not None, target=self.sync_target)
@@ -77,7 +88,7 @@ class TeacherTrainConfig:
 
 
 LOSS_WEIGHTINGS = ("uniform", "truncated_snr")
-SYNC_TARGETS = ("audio", "video")
+SYNC_TARGETS = ("audio", "video", "audio-hinge")
 
 
 def check_sync_options(*, weight: float, has_expert: bool, target: str) -> None:
@@ -114,15 +125,21 @@ class TeacherObjective(nn.Module):
     cosine between the x0 prediction's frame windows and, for ``sync_target="audio"``, their audio
     (LatentSync's SyncNet supervision, in latent space), or for ``"video"`` the ground truth's windows
     (feature matching in the expert's space: the mouth as the expert sees it, whose optimum is the truth).
+    ``"audio-hinge"`` adds ``sync_weight * mean_k max(0, cos_k(truth) - cos_k(prediction))``, both against
+    the audio: only windows less in sync than the ground truth's are pulled, and no further than its cosine
+    (no reward for out-scoring real speech).
     ``sync_cosine`` holds the last batch's mean cosine (nan when no sample had the term).
+    ``motion_map``: a fixed per-pixel weight (:func:`train.weighting.dataset_motion_map`) instead of each
+    chunk's own motion weight.
     """
 
     def __init__(self, model: FadaModel, loss_weighting: str = "uniform", motion_weight: float = 0.0,
                  sync_expert: SyncExpert | None = None, sync_weight: float = 0.0, sync_max_t: int = 500,
-                 sync_target: str = "audio") -> None:
+                 sync_target: str = "audio", motion_map: Tensor | None = None) -> None:
         super().__init__()
         self.model = model
         self.motion_weight = motion_weight
+        self.register_buffer("motion_map", motion_map, persistent=False)  # None: each chunk's own map
         check_sync_options(weight=sync_weight, has_expert=sync_expert is not None, target=sync_target)
         self.sync_expert = sync_expert
         self.sync_weight, self.sync_max_t, self.sync_target = sync_weight, sync_max_t, sync_target
@@ -139,7 +156,7 @@ class TeacherObjective(nn.Module):
         motion = m.motion_features(batch.motion)
         tokens = m.audio_proj(batch.audio) * keep_audio.view(-1, 1, 1, 1).to(batch.x0.dtype)  # (B, F, N, D)
         pred = m.denoiser(z_t, timestep.float(), tokens, reference.keys, reference.values, motion, ref_mask=keep_ref)
-        err = (pred.float() - eps.float()).square() * motion_weight_map(batch.x0, self.motion_weight)
+        err = (pred.float() - eps.float()).square() * pixel_weights(batch.x0, self.motion_weight, self.motion_map)
         loss = self.weight[timestep] * err.flatten(1).mean(1)  # (B,)
         if self.sync_expert is None:
             return loss
@@ -148,12 +165,19 @@ class TeacherObjective(nn.Module):
             self.sync_cosine = float("nan")
             return loss
         x0 = (z_t[use] - (1 - a[use]).sqrt() * pred[use].float()) / a[use].sqrt()  # (B', F, C, h, w)
-        if self.sync_target == "audio":
-            cos = self.sync_expert.chunk_cosines(x0, batch.audio[use]).mean(1)  # (B',)
+        if self.sync_target == "video":
+            cos = self.sync_expert.chunk_video_cosines(x0, batch.x0[use])  # (B', K)
+            term = 1.0 - cos.mean(1)  # (B',)
         else:
-            cos = self.sync_expert.chunk_video_cosines(x0, batch.x0[use]).mean(1)
+            cos = self.sync_expert.chunk_cosines(x0, batch.audio[use])  # (B', K)
+            if self.sync_target == "audio":
+                term = 1.0 - cos.mean(1)
+            else:
+                with torch.no_grad():
+                    truth = self.sync_expert.chunk_cosines(batch.x0[use], batch.audio[use])  # (B', K)
+                term = (truth - cos).clamp(min=0.0).mean(1)
         self.sync_cosine = cos.mean().item()
-        return loss.index_add(0, use.nonzero()[:, 0], self.sync_weight * (1.0 - cos))
+        return loss.index_add(0, use.nonzero()[:, 0], self.sync_weight * term)
 
 
 def draw_noise(batch: ChunkBatch, config: TeacherTrainConfig, *, step: int, rank: int
@@ -195,9 +219,10 @@ def train_teacher(
     ``stop_after``: return after that global step (tests, and runs split over sessions).
     """
     expert = None if config.sync_expert is None else check_sync_expert(config.sync_expert, model)
+    fixed_map = dataset_motion_map(sampler, config.motion_weight) if config.motion_map == "dataset" else None
     objective = TeacherObjective(model.set_trainable(), config.loss_weighting, config.motion_weight,
                                  sync_expert=expert, sync_weight=config.sync_weight, sync_max_t=config.sync_max_t,
-                                 sync_target=config.sync_target)
+                                 sync_target=config.sync_target, motion_map=fixed_map)
 
     def step_fn(obj: nn.Module, step: int, rank: int, device: torch.device) -> tuple[Tensor, dict[str, float]]:
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)
@@ -300,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--motion-weight", type=float, default=TeacherTrainConfig.motion_weight,
                    help="weight of moving pixels in Eq. 1: (1 + K s / mean(s)) / (1 + K), s = each latent pixel's "
                         "std over the chunk (mouth, eyes): lip-sync detail; 0: uniform pixels (the paper)")
+    p.add_argument("--motion-map", default=TeacherTrainConfig.motion_map, choices=MOTION_MAPS,
+                   help="where --motion-weight's per-pixel motion comes from: each chunk's own frames (biased "
+                        "towards over-moving mouths) or the training set's mean (one fixed lip-region map)")
     p.add_argument("--audio-lr-scale", type=float, default=TeacherTrainConfig.audio_lr_scale,
                    help="learning rate of the audio path (AudioProj and the denoiser's audio attention) as a "
                         "multiple of --lr: audio-driven detail (mouth width) learns slowest; 1: one rate")
@@ -308,8 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sync-weight", type=float, default=TeacherTrainConfig.sync_weight,
                    help="weight of the sync loss, sync_weight * (1 - expert cosine); needs --sync-expert")
     p.add_argument("--sync-target", default=TeacherTrainConfig.sync_target, choices=SYNC_TARGETS,
-                   help="pull the prediction's expert embedding to its audio's (SyncNet supervision) or to the "
-                        "ground truth's video embedding (feature matching: no exaggerated mouths)")
+                   help="pull the prediction's expert embedding to its audio's (SyncNet supervision), to the "
+                        "ground truth's video embedding (feature matching), or to its audio's only up to the "
+                        "ground truth's cosine (audio-hinge: no reward for over-moving mouths)")
     p.add_argument("--sync-max-t", type=int, default=TeacherTrainConfig.sync_max_t,
                    help="largest training timestep (0..999) that gets the sync loss")
     args = p.parse_args(argv)
@@ -317,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
                       checkpoint_every=args.checkpoint_every)
     config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed,
                                 loss_weighting=args.loss_weighting, motion_noise=args.motion_noise,
-                                motion_weight=args.motion_weight, audio_lr_scale=args.audio_lr_scale,
+                                motion_weight=args.motion_weight, motion_map=args.motion_map,
+                                audio_lr_scale=args.audio_lr_scale,
                                 sync_expert=args.sync_expert, sync_weight=args.sync_weight,
                                 sync_max_t=args.sync_max_t, sync_target=args.sync_target)
     model = build_teacher_model(preset=args.preset, vae=args.vae, init=args.init, init_sd15=args.init_sd15,

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from train.data import ChunkSampler
+
+#: where the motion weight's per-pixel std comes from: each chunk's own frames, or the training set's mean
+MOTION_MAPS = ("chunk", "dataset")
 
 
 def check_motion_weight(strength: float) -> None:
     """The range both training configs accept for ``motion_weight``."""
     if not 0.0 <= strength <= 100.0:
         raise ValueError(f"motion_weight must be in [0, 100] (0: uniform pixels), got {strength}")
+
+
+def check_motion_map(kind: str) -> None:
+    if kind not in MOTION_MAPS:
+        raise ValueError(f"motion_map must be one of {MOTION_MAPS}, got {kind!r}")
 
 
 def motion_weight_map(x0: Tensor, strength: float) -> Tensor:
@@ -21,6 +34,10 @@ def motion_weight_map(x0: Tensor, strength: float) -> Tensor:
     weighting (as Hallo's lip / face masks) that needs no landmarks: the tiny teacher trained uniformly
     let mouth *width* ignore the audio (correlation with the width the audio calls for ~0 vs 0.65 on
     ground truth), a change of a few pixels the uniform loss barely sees.
+
+    The weight depends on the target itself, so the loss's minimiser is not the conditional mean but
+    ``E[w x0 | c] / E[w | c]``: tilted, per pixel, towards samples where that pixel moves more (mouths that
+    over-move and sit wider than the audio calls for). :func:`dataset_motion_map` is the unbiased variant.
     """
     if strength == 0.0:
         return torch.ones_like(x0[:, :1, :1])
@@ -28,5 +45,34 @@ def motion_weight_map(x0: Tensor, strength: float) -> Tensor:
         raise ValueError(f"a motion weight needs chunks of >= 2 frames to see motion, got {x0.shape[1]}; "
                          f"use motion_weight 0")
     s = x0.float().std(dim=1).mean(dim=1, keepdim=True)  # (B, 1, h, w)
-    s = s / s.mean(dim=(2, 3), keepdim=True).clamp(min=1e-6)
-    return ((1.0 + strength * s) / (1.0 + strength)).unsqueeze(1)  # (B, 1, 1, h, w)
+    return _weights(s, strength).unsqueeze(1)  # (B, 1, 1, h, w)
+
+
+def pixel_weights(x0: Tensor, strength: float, fixed: Tensor | None) -> Tensor:
+    """The loss's per-pixel weight: ``fixed`` (a :func:`dataset_motion_map`) or else each chunk's own map."""
+    return motion_weight_map(x0, strength) if fixed is None else fixed
+
+
+def _weights(s: Tensor, strength: float) -> Tensor:
+    s = s / s.mean(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
+    return (1.0 + strength * s) / (1.0 + strength)
+
+
+def dataset_motion_map(sampler: ChunkSampler, strength: float, *, batches: int = 32, batch_size: int = 8) -> Tensor:
+    """The motion weight with ``s`` = the training set's mean per-pixel std over a chunk: (1, 1, 1, h, w).
+
+    One fixed map for every sample, so weighting Eq. 1 with it keeps the conditional mean as the loss's
+    minimiser (a per-chunk map does not, see :func:`motion_weight_map`). It is a lip-region weight when
+    the faces are aligned, as face-centred crops (``train.prepare``) and the synthetic world's are.
+    Deterministic in the sampler's seed: ``batches`` x ``batch_size`` chunks drawn at steps no run reaches.
+    """
+    if strength == 0.0:
+        return torch.ones(1, 1, 1, sampler.config.latent_size, sampler.config.latent_size)
+    total = None
+    for i in range(batches):
+        x0 = sampler.batch(step=2**41 + i, batch_size=batch_size).x0  # (B, F, C, h, w)
+        if x0.shape[1] < 2:
+            raise ValueError(f"a motion weight needs chunks of >= 2 frames to see motion, got {x0.shape[1]}")
+        s = x0.float().std(dim=1).mean(dim=1).sum(0)  # (h, w)
+        total = s if total is None else total + s
+    return _weights(total, strength).view(1, 1, 1, *total.shape)
