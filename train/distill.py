@@ -59,7 +59,7 @@ from train.weighting import (
     MOTION_MAPS,
     check_motion_map,
     check_motion_weight,
-    dataset_motion_map,
+    fixed_motion_map,
     pixel_weights,
 )
 
@@ -208,8 +208,8 @@ class DistillObjective(nn.Module):
                           [tile(v) for v in reference.values], [tile(m) for m in motion],
                           ref_mask=None if cfg_conditioned else tile(draws.keep_ref),
                           cfg=tile(draws.cfg.to(z_in.dtype)) if cfg_conditioned else None)
-        pix = pixel_weights(batch.x0, self.motion_weight, self.motion_map)  # (B or 1, 1, 1, h, w)
-        err = (pred.float() - targets.float()).square() * (tile(pix) if pix.shape[0] > 1 else pix)
+        err = (pred.float() - targets.float()).square() * tile(pixel_weights(batch.x0, self.motion_weight,
+                                                                           self.motion_map))
         return err.flatten(1).mean(1)
 
 
@@ -231,7 +231,7 @@ def distill(
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
     student = teacher.make_student(config.cfg_mode).set_trainable().train()
     teacher = teacher.eval()  # its solves run under no_grad
-    fixed_map = dataset_motion_map(sampler, config.motion_weight) if config.motion_map == "dataset" else None
+    fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
     objective = DistillObjective(student, config.motion_weight, fixed_map)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -102,10 +102,12 @@ class SyncExpert(nn.Module):
     def chunk_cosines(self, latents: Tensor, audio_windows: Tensor) -> Tensor:
         """Sync cosine of every frame of a chunk with a full window: (B, F, C, h, w), (B, F, 2w+1, L, D)
         -> (B, F - 2w) for centre frames w .. F-w-1."""
-        w, (b, f) = self.config.window, latents.shape[:2]
-        v = self.embed_chunk_video(latents).flatten(0, 1)  # (B*(F-2w), E)
-        a = self.embed_audio(audio_windows[:, w : f - w].flatten(0, 1))  # (B*(F-2w), E)
-        return (v * a).sum(-1).view(b, f - 2 * w)
+        return (self.embed_chunk_video(latents) * self.embed_chunk_audio(audio_windows)).sum(-1)
+
+    def embed_chunk_audio(self, audio_windows: Tensor) -> Tensor:
+        """Audio embedding of the centre frames of a chunk's full windows: (B, F, 2w+1, L, D) -> (B, F - 2w, E)."""
+        w, (b, f) = self.config.window, audio_windows.shape[:2]
+        return self.embed_audio(audio_windows[:, w : f - w].flatten(0, 1)).view(b, f - 2 * w, -1)
 
     def chunk_video_cosines(self, latents: Tensor, target: Tensor) -> Tensor:
         """Cosine between the video embeddings of two chunks' windows (e.g. a prediction and the ground

@@ -39,7 +39,7 @@ from train.weighting import (
     MOTION_MAPS,
     check_motion_map,
     check_motion_weight,
-    dataset_motion_map,
+    fixed_motion_map,
     pixel_weights,
 )
 
@@ -169,12 +169,13 @@ class TeacherObjective(nn.Module):
             cos = self.sync_expert.chunk_video_cosines(x0, batch.x0[use])  # (B', K)
             term = 1.0 - cos.mean(1)  # (B',)
         else:
-            cos = self.sync_expert.chunk_cosines(x0, batch.audio[use])  # (B', K)
+            audio = self.sync_expert.embed_chunk_audio(batch.audio[use])  # (B', K, E), once for both cosines
+            cos = (self.sync_expert.embed_chunk_video(x0) * audio).sum(-1)  # (B', K)
             if self.sync_target == "audio":
                 term = 1.0 - cos.mean(1)
             else:
                 with torch.no_grad():
-                    truth = self.sync_expert.chunk_cosines(batch.x0[use], batch.audio[use])  # (B', K)
+                    truth = (self.sync_expert.embed_chunk_video(batch.x0[use]) * audio).sum(-1)  # (B', K)
                 term = (truth - cos).clamp(min=0.0).mean(1)
         self.sync_cosine = cos.mean().item()
         return loss.index_add(0, use.nonzero()[:, 0], self.sync_weight * term)
@@ -219,7 +220,7 @@ def train_teacher(
     ``stop_after``: return after that global step (tests, and runs split over sessions).
     """
     expert = None if config.sync_expert is None else check_sync_expert(config.sync_expert, model)
-    fixed_map = dataset_motion_map(sampler, config.motion_weight) if config.motion_map == "dataset" else None
+    fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
     objective = TeacherObjective(model.set_trainable(), config.loss_weighting, config.motion_weight,
                                  sync_expert=expert, sync_weight=config.sync_weight, sync_max_t=config.sync_max_t,
                                  sync_target=config.sync_target, motion_map=fixed_map)

@@ -41,16 +41,29 @@ def motion_weight_map(x0: Tensor, strength: float) -> Tensor:
     """
     if strength == 0.0:
         return torch.ones_like(x0[:, :1, :1])
-    if x0.shape[1] < 2:
-        raise ValueError(f"a motion weight needs chunks of >= 2 frames to see motion, got {x0.shape[1]}; "
-                         f"use motion_weight 0")
-    s = x0.float().std(dim=1).mean(dim=1, keepdim=True)  # (B, 1, h, w)
-    return _weights(s, strength).unsqueeze(1)  # (B, 1, 1, h, w)
+    return _weights(_pixel_motion(x0), strength)[:, None, None]  # (B, 1, 1, h, w)
 
 
 def pixel_weights(x0: Tensor, strength: float, fixed: Tensor | None) -> Tensor:
-    """The loss's per-pixel weight: ``fixed`` (a :func:`dataset_motion_map`) or else each chunk's own map."""
-    return motion_weight_map(x0, strength) if fixed is None else fixed
+    """The loss's per-pixel weight, (B, 1, 1, h, w): ``fixed`` (a :func:`dataset_motion_map`) for every
+    sample, or else each chunk's own :func:`motion_weight_map`."""
+    if fixed is None:
+        return motion_weight_map(x0, strength)
+    return fixed.expand(x0.shape[0], -1, -1, -1, -1)
+
+
+def fixed_motion_map(kind: str, sampler: ChunkSampler, strength: float) -> Tensor | None:
+    """The fixed map a ``motion_map`` setting asks for: None for "chunk" (each chunk's own map)."""
+    check_motion_map(kind)
+    return dataset_motion_map(sampler, strength) if kind == "dataset" else None
+
+
+def _pixel_motion(x0: Tensor) -> Tensor:
+    """Each latent pixel's std over a chunk's frames, mean over channels: (B, F, C, h, w) -> (B, h, w)."""
+    if x0.shape[1] < 2:
+        raise ValueError(f"a motion weight needs chunks of >= 2 frames to see motion, got {x0.shape[1]}; "
+                         f"use motion_weight 0")
+    return x0.float().std(dim=1).mean(dim=1)
 
 
 def _weights(s: Tensor, strength: float) -> Tensor:
@@ -68,11 +81,6 @@ def dataset_motion_map(sampler: ChunkSampler, strength: float, *, batches: int =
     """
     if strength == 0.0:
         return torch.ones(1, 1, 1, sampler.config.latent_size, sampler.config.latent_size)
-    total = None
-    for i in range(batches):
-        x0 = sampler.batch(step=2**41 + i, batch_size=batch_size).x0  # (B, F, C, h, w)
-        if x0.shape[1] < 2:
-            raise ValueError(f"a motion weight needs chunks of >= 2 frames to see motion, got {x0.shape[1]}")
-        s = x0.float().std(dim=1).mean(dim=1).sum(0)  # (h, w)
-        total = s if total is None else total + s
-    return _weights(total, strength).view(1, 1, 1, *total.shape)
+    motion = torch.cat([_pixel_motion(sampler.batch(step=2**41 + i, batch_size=batch_size).x0)
+                        for i in range(batches)])  # (batches * batch_size, h, w)
+    return _weights(motion.mean(0), strength)[None, None, None]
