@@ -19,7 +19,8 @@ error, temporal jitter and wall time. Methods:
   (``RUNS/distill-mw1/<variant>``), the shipped teacher: 5000 more such steps (``RUNS/teacher-mw-long``), and
   the balanced and fast students distilled from it (``RUNS/distill-mw-long/<variant>``); 2500 more steps
   with the training set's motion map (``RUNS/teacher-mw-dsmap``, ``--motion-map dataset``, shipped) and its
-  students (``RUNS/distill-mw-dsmap/<variant>``, shipped); the hinge sync-loss A/B (``RUNS/teacher-mw-long-hinge``).
+  students (``RUNS/distill-mw-dsmap/<variant>``); the hinge sync-loss A/B (``RUNS/teacher-mw-long-hinge``);
+  the fast student that learnt its scale response (``RUNS/distill-cfg/fast``, shipped) and its A/B parts.
 
 Besides the paper's columns, ``open r`` / ``width r``: how closely the mouth's openness and width follow
 what the audio calls for (per-clip correlation, :func:`benchmarks.metrics.suite.mouth_follow`).
@@ -101,13 +102,23 @@ METHODS: tuple[Method, ...] = (
            2.0, 1.0),
     Method("5", "dataset-map balanced, CFG 2 / 1", "distill-mw-dsmap/balanced", "student", "balanced", 2.0, 1.0),
     Method("5", "dataset-map fast, CFG 2 / 1", "distill-mw-dsmap/fast", "student", "fast", 2.0, 1.0),
+    # the fast student's scale response learnt (RUNS/distill-cfg/<name>; shipped: "fast"): unit-scale tokens,
+    # scales drawn from 1-4 x 1-2 instead of 1-8 x 1-3.5, the CFG conditioning at 10x the learning rate
+    Method("5", "CFG-learning fast, CFG 2 / 1", "distill-cfg/fast", "student", "fast", 2.0, 1.0),
+    Method("5", "CFG-learning fast, CFG 1 / 1", "distill-cfg/fast", "student", "fast", 1.0, 1.0),
+    Method("5", "CFG-learning fast 600 steps, CFG 2 / 1", "distill-cfg/fast-600", "student", "fast", 2.0, 1.0),
+    Method("5", "unit tokens + narrow scales (CFG lr x1), CFG 2 / 1", "distill-cfg/narrow-lr1", "student", "fast",
+           2.0, 1.0),
+    Method("5", "unit tokens only, CFG 2 / 1", "distill-cfg/tokens-only", "student", "fast", 2.0, 1.0),
+    Method("5", "unit tokens + CFG lr x10, CFG 2 / 1", "distill-cfg/tokens-lr10", "student", "fast", 2.0, 1.0),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
     "3": "Table 3 — adaptive mixed-supervised distillation (PeRFlow on B, 3 CFG branches)",
     "4": "Table 4 — multi-CFG distillation (PeRFlow + adaptive-0.25 on B)",
     "5": "Shipped — motion-weighted teachers (MW, --motion-weight 1; 2500, 7500 and 10000 steps, the last "
-         "with the training set's motion map, shipped) and their students (the dataset-map ones shipped)",
+         "with the training set's motion map, shipped) and their students (the dataset-map balanced and the "
+         "CFG-learning fast ones shipped)",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),

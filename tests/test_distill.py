@@ -197,3 +197,46 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
     noisy = dataclasses.replace(config, motion_noise=0.5)  # other motion inputs, other solves
     assert SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d",
                       config=noisy).folder != solves.folder
+
+
+def test_cfg_ranges_bound_the_drawn_scales(world) -> None:
+    """--cfg-a-range / --cfg-r-range: every drawn scale lies in its range, the ranges key the solves,
+    and a reversed or negative range is refused (also on the command line, as for a branch-wise variant)."""
+    _, teacher, cache = world
+    config = dataclasses.replace(_quick(VARIANTS["fast"]), cfg_a_range=(1.5, 2.5), cfg_r_range=(1.0, 1.25),
+                                 batch_size=64)
+    sampler = ChunkSampler(cache, config=teacher.config, seed=0)
+    windows = PerflowWindows(num_windows=config.num_windows, target=config.target)
+    batch = sampler.batch(step=0, batch_size=config.batch_size, rank=0)
+    cfg = torch.cat([draw_step(batch, config, windows, step=s, rank=0).cfg for s in range(4)])  # (256, 2)
+    assert cfg[:, 0].min() >= 1.5 and cfg[:, 0].max() <= 2.5 and cfg[:, 0].max() - cfg[:, 0].min() > 0.9
+    assert cfg[:, 1].min() >= 1.0 and cfg[:, 1].max() <= 1.25 and cfg[:, 1].max() - cfg[:, 1].min() > 0.2
+    assert config.solve_key() != VARIANTS["fast"].solve_key()
+    for bad in ((2.0, 1.0), (-1.0, 2.0), (1.0, math.inf)):
+        with pytest.raises(ValueError, match="cfg_a_range must be"):
+            dataclasses.replace(config, cfg_a_range=bad)
+    with pytest.raises(SystemExit):
+        distill_mod.main(["--teacher", "t", "--data", "d", "--cache", "c", "--run", "r", "--variant", "balanced",
+                          "--cfg-a-range", "1", "3"])
+
+
+def test_cfg_lr_scale_speeds_up_only_the_cfg_conditioning(world, tmp_path: Path) -> None:
+    """cfg_lr_scale multiplies the learning rate of the parameters make_student adds (tokens, CFG layers),
+    which start inert; AdamW's steps scale with the learning rate, the teacher's weights' do not."""
+    _, teacher, cache = world
+    sampler = ChunkSampler(cache, config=teacher.config, seed=0)
+    moved = {}
+    for scale in (1.0, 10.0):
+        config = dataclasses.replace(_quick(VARIANTS["fast"], steps=1), cfg_lr_scale=scale)
+        distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / str(scale))
+        student, _ = load_model(tmp_path / str(scale) / "student", role="student")
+        torch.manual_seed(config.seed)  # distill seeds the CFG conditioning's init with the run's seed
+        start = teacher.make_student("layer_tokens").state_dict()
+        delta = {n: (p - start[n]).abs().sum().item() for n, p in student.state_dict().items()}
+        moved[scale] = (sum(v for n, v in delta.items() if student.is_cfg_parameter(n)),
+                        sum(v for n, v in delta.items() if not student.is_cfg_parameter(n)))
+    assert moved[1.0][0] > 0 and moved[1.0][1] > 0
+    assert 8.0 < moved[10.0][0] / moved[1.0][0] < 12.0
+    assert moved[10.0][1] == pytest.approx(moved[1.0][1], rel=1e-3)
+    with pytest.raises(ValueError, match="cfg_lr_scale must be"):
+        dataclasses.replace(VARIANTS["fast"], cfg_lr_scale=0.0)

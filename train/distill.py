@@ -9,7 +9,9 @@ The student starts as a copy of the teacher plus the CFG conditioning of its ``c
 2. the teacher solves the window from ``z_{t_k}`` to ``zhat_{t_{k-1}}`` with ``S`` DDIM substeps:
    * CFG-conditioned students (``fast``): with the multi-CFG prediction (Eq. 9) at per-sample
      scales drawn from ``cfg_a_range`` x ``cfg_r_range``, which the student sees through its
-     CFG conditioning (Eq. 10 tokens, or a variant) — one student branch per step at inference;
+     CFG conditioning (Eq. 10 tokens, or a variant) — one student branch per step at inference.
+     The ranges should be centred on the scales you will deploy (``--cfg-a-range``, ``--cfg-r-range``):
+     what the student does not learn of the scale response it replaces by the range's mean output;
    * students without CFG conditioning (``balanced``): each sample gets one CFG branch by
      condition dropout (as the teacher was trained) and the teacher solves that branch's
      conditional flow; at inference the three branches are combined by Eq. 9 (18 NFE);
@@ -29,6 +31,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +89,9 @@ class DistillConfig:
     motion_weight: float = 0.0
     #: its per-pixel motion: "chunk" (each chunk's own) or "dataset" (one fixed map), as train.teacher --motion-map
     motion_map: str = "chunk"
+    #: learning rate of the CFG conditioning the student adds (tokens, CFG layers) as a multiple of
+    #: loop.lr: they start inert (zero output projection, small tokens) and must learn the scale response
+    cfg_lr_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +99,13 @@ class DistillConfig:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
         check_motion_weight(self.motion_weight)
         check_motion_map(self.motion_map)
+        if not (math.isfinite(self.cfg_lr_scale) and self.cfg_lr_scale > 0):
+            raise ValueError(f"cfg_lr_scale must be a finite number > 0, got {self.cfg_lr_scale}")
+        for name in ("cfg_a_range", "cfg_r_range"):
+            lo, hi = getattr(self, name)
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= hi):
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}; "
+                                 "scale 1 is no guidance, the shipped default is 2 / 1")
 
     @property
     def uses_gt(self) -> bool:
@@ -229,7 +242,9 @@ def distill(
     """Distil a student from ``teacher`` into ``run_dir`` (resumable); returns this call's losses."""
     windows = PerflowWindows(num_windows=config.num_windows, target=config.target)
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
-    student = teacher.make_student(config.cfg_mode).set_trainable().train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # the init of the CFG conditioning make_student adds: runs repeat
+        student = teacher.make_student(config.cfg_mode).set_trainable().train()
     teacher = teacher.eval()  # its solves run under no_grad
     fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
     objective = DistillObjective(student, config.motion_weight, fixed_map)
@@ -257,6 +272,7 @@ def distill(
     return run_training(model=student, objective=objective, step_fn=step_fn, loop=config.loop,
                         run_config=_json_ready(dataclasses.asdict(config)), run_dir=run_dir, role="student",
                         run_config_defaults=_json_ready(dataclasses.asdict(DistillConfig())),
+                        lr_scale=lambda name: config.cfg_lr_scale if student.is_cfg_parameter(name) else 1.0,
                         stop_after=stop_after, validate=validate, validate_every=validate_every, info=info)
 
 
@@ -353,12 +369,28 @@ def main(argv: list[str] | None = None) -> None:
                         "0: uniform pixels")
     p.add_argument("--motion-map", default="chunk", choices=MOTION_MAPS,
                    help="where --motion-weight's per-pixel motion comes from, as train.teacher --motion-map")
+    p.add_argument("--cfg-a-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="CFG-conditioned variants: range of the audio scale cfg_a drawn per sample (Eq. 9; "
+                        "default: the variant's, 1 8)")
+    p.add_argument("--cfg-r-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="CFG-conditioned variants: range of the reference scale cfg_r drawn per sample "
+                        "(default: the variant's, 1 3.5)")
+    p.add_argument("--cfg-lr-scale", type=float, default=None,
+                   help="CFG-conditioned variants: learning rate of the added CFG tokens and layers as a multiple "
+                        "of --lr (default: the variant's)")
     args = p.parse_args(argv)
     config = VARIANTS[args.variant]
     loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
                                                if v is not None})
+    ranges = {k: tuple(v) for k, v in (("cfg_a_range", args.cfg_a_range), ("cfg_r_range", args.cfg_r_range))
+              if v is not None}
+    if args.cfg_lr_scale is not None:
+        ranges["cfg_lr_scale"] = args.cfg_lr_scale
+    if ranges and not config.cfg_conditioned:
+        p.error(f"--cfg-a-range / --cfg-r-range / --cfg-lr-scale are for CFG-conditioned variants; "
+                f"{args.variant!r} is branch-wise")
     config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise=args.motion_noise,
-                                 motion_weight=args.motion_weight, motion_map=args.motion_map,
+                                 motion_weight=args.motion_weight, motion_map=args.motion_map, **ranges,
                                  batch_size=args.batch_size if args.batch_size is not None else config.batch_size)
     teacher, _ = load_model(args.teacher, role="teacher")
     clip_ids = read_manifest(args.data, config.manifest)

@@ -19,6 +19,9 @@ from torch import Tensor, nn
 
 from fada_rt.config import CFGConfig
 
+#: std of the learnable tokens' initialisation
+TOKEN_INIT_STD = 1.0
+
 
 def scale_embedding(cfg: Tensor, dim: int) -> Tensor:
     """Sinusoidal embedding of guidance scales: cfg (B, 2) -> (B, 2 * dim).
@@ -43,7 +46,9 @@ class CFGEmbedding(nn.Module):
         self.num_tokens = config.num_tokens
         self.dim = config.embed_dim
         if self.mode == "layer_tokens":
-            init = torch.randn(3, config.num_tokens, config.embed_dim) * 0.02
+            # unit scale, like the audio tokens beside them: with the CFG layer's zero output projection,
+            # tokens near zero would leave both factors of its output near zero (a saddle it is slow to leave)
+            init = torch.randn(3, config.num_tokens, config.embed_dim) * TOKEN_INIT_STD
             self.gamma = nn.Parameter(init)  # rows: gamma_b, gamma_r, gamma_a
         elif self.mode == "layer_mlp":
             self.mlp = nn.Sequential(

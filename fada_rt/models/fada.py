@@ -79,6 +79,13 @@ class FadaModel(nn.Module):
         denoiser's audio cross-attention (``attn2``, with a student's CFG layer inside it)."""
         return name.startswith("audio_proj.") or (name.startswith("denoiser.") and ".attn2." in name)
 
+    @staticmethod
+    def is_cfg_parameter(name: str) -> bool:
+        """Whether parameter ``name`` belongs to a student's CFG conditioning (paper §3.3): the tokens or
+        MLP of ``cfg_embedding``, the CFG layers (``cfg_attn``, ``cfg_norm``) or the time-embedding
+        ``cond_proj`` — the parameters :meth:`make_student` adds to the teacher's."""
+        return name.startswith("denoiser.") and (".cfg_" in name or "time_embedding.cond_proj." in name)
+
     def set_prediction(self, prediction: str) -> FadaModel:
         """Reinterpret the denoiser's raw output ("epsilon" or "v", :class:`ModelConfig`), e.g. to
         fine-tune an epsilon teacher as a v-prediction one; the weights are kept."""
