@@ -90,7 +90,7 @@ class DistillConfig:
     #: its per-pixel motion: "chunk" (each chunk's own) or "dataset" (one fixed map), as train.teacher --motion-map
     motion_map: str = "chunk"
     #: learning rate of the CFG conditioning the student adds (tokens, CFG layers) as a multiple of
-    #: loop.lr: they start inert (zero output projection, small tokens) and must learn the scale response
+    #: loop.lr: it starts inert (zero output projection) and must learn the whole scale response
     cfg_lr_scale: float = 1.0
     seed: int = 0
 
@@ -382,15 +382,15 @@ def main(argv: list[str] | None = None) -> None:
     config = VARIANTS[args.variant]
     loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
                                                if v is not None})
-    ranges = {k: tuple(v) for k, v in (("cfg_a_range", args.cfg_a_range), ("cfg_r_range", args.cfg_r_range))
+    cfg_options = {k: tuple(v) for k, v in (("cfg_a_range", args.cfg_a_range), ("cfg_r_range", args.cfg_r_range))
               if v is not None}
     if args.cfg_lr_scale is not None:
-        ranges["cfg_lr_scale"] = args.cfg_lr_scale
-    if ranges and not config.cfg_conditioned:
+        cfg_options["cfg_lr_scale"] = args.cfg_lr_scale
+    if cfg_options and not config.cfg_conditioned:
         p.error(f"--cfg-a-range / --cfg-r-range / --cfg-lr-scale are for CFG-conditioned variants; "
                 f"{args.variant!r} is branch-wise")
     config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise=args.motion_noise,
-                                 motion_weight=args.motion_weight, motion_map=args.motion_map, **ranges,
+                                 motion_weight=args.motion_weight, motion_map=args.motion_map, **cfg_options,
                                  batch_size=args.batch_size if args.batch_size is not None else config.batch_size)
     teacher, _ = load_model(args.teacher, role="teacher")
     clip_ids = read_manifest(args.data, config.manifest)
