@@ -230,8 +230,7 @@ def test_cfg_lr_scale_speeds_up_only_the_cfg_conditioning(world, tmp_path: Path)
         config = dataclasses.replace(_quick(VARIANTS["fast"], steps=1), cfg_lr_scale=scale)
         distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / str(scale))
         student, _ = load_model(tmp_path / str(scale) / "student", role="student")
-        torch.manual_seed(config.seed)  # distill seeds the CFG conditioning's init with the run's seed
-        start = teacher.make_student("layer_tokens").state_dict()
+        start = teacher.make_student("layer_tokens", seed=config.seed).state_dict()  # distill's init
         delta = {n: (p - start[n]).abs().sum().item() for n, p in student.state_dict().items()}
         moved[scale] = (sum(v for n, v in delta.items() if student.is_cfg_parameter(n)),
                         sum(v for n, v in delta.items() if not student.is_cfg_parameter(n)))

@@ -242,9 +242,7 @@ def distill(
     """Distil a student from ``teacher`` into ``run_dir`` (resumable); returns this call's losses."""
     windows = PerflowWindows(num_windows=config.num_windows, target=config.target)
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)  # the init of the CFG conditioning make_student adds: runs repeat
-        student = teacher.make_student(config.cfg_mode).set_trainable().train()
+    student = teacher.make_student(config.cfg_mode, seed=config.seed).set_trainable().train()  # runs repeat
     teacher = teacher.eval()  # its solves run under no_grad
     fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
     objective = DistillObjective(student, config.motion_weight, fixed_map)

@@ -93,14 +93,18 @@ class FadaModel(nn.Module):
         self.denoiser.config = self.denoiser.config.replace(prediction=prediction)
         return self
 
-    def make_student(self, cfg_mode: str) -> FadaModel:
+    def make_student(self, cfg_mode: str, *, seed: int | None = None) -> FadaModel:
         """A student initialised from this teacher, plus CFG conditioning (``cfg_mode``; 'none' keeps
-        the teacher's shape: the balanced student). Its output equals the teacher's at init."""
+        the teacher's shape: the balanced student). Its output equals the teacher's at init.
+        ``seed``: initialise the added conditioning from it (on a forked RNG) rather than the global RNG."""
         import copy
 
         student = copy.deepcopy(self)
         if cfg_mode != "none":
-            student.denoiser.add_cfg_conditioning(dataclasses.replace(self.config.cfg, mode=cfg_mode))
+            with torch.random.fork_rng(devices=[], enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                student.denoiser.add_cfg_conditioning(dataclasses.replace(self.config.cfg, mode=cfg_mode))
         student.config = self.config.with_cfg_mode(cfg_mode)
         return student
 
