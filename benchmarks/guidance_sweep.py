@@ -7,17 +7,19 @@ Every scale pair generates the same clips with the same noise seeds (as :mod:`be
 and is scored on the whole clip and, for drift across chunks, on each clip's first and last
 ``--segment`` frames (the motion frames of later chunks are the pipeline's own earlier output).
 Writes ``guidance_sweep.json`` under ``--out``: one row per scale pair, ``all`` / ``first`` / ``last``.
+``--seed 0 1`` generates every clip with each seed and averages the metrics (``all_seeds``: each seed's).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.generation import generate_clips
-from benchmarks.metrics.suite import Extractors, evaluate_clips
+from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds
 from benchmarks.quality_table import load_refs
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import load_model
@@ -38,10 +40,15 @@ def segment(clips: list[Clip], part: str, frames: int) -> list[Clip]:
 
 
 def sweep(*, checkpoint: str | Path, sampler: str, scales: list[tuple[float, float]], refs: list[Clip],
-          segment_frames: int, seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (cfg_a, cfg_r): the metrics on whole clips and on their first / last segments."""
+          segment_frames: int, seed: int | Sequence[int] = 0) -> list[dict[str, Any]]:
+    """One row per (cfg_a, cfg_r): the metrics on whole clips and on their first / last segments, averaged
+    over the noise seeds (:func:`benchmarks.metrics.suite.mean_over_seeds`); ``all_seeds`` keeps the
+    whole-clip metrics of each seed."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not seeds:
+        raise ValueError("sweep needs at least one seed")
     role = SAMPLERS[sampler].role
     model, _ = load_model(checkpoint, role=role)
     backend = TorchBackend(model, role=role)
@@ -49,14 +56,18 @@ def sweep(*, checkpoint: str | Path, sampler: str, scales: list[tuple[float, flo
     rows = []
     for cfg_a, cfg_r in scales:
         pipeline = AvatarPipeline(backend, sampler=sampler, cfg_audio=cfg_a, cfg_ref=cfg_r)
-        clips = generate_clips(pipeline, refs, seed=seed).clips
+        per_part: dict[str, list[dict[str, Any]]] = {"all": [], "first": [], "last": []}
+        for s in seeds:
+            clips = generate_clips(pipeline, refs, seed=s).clips
+            for part, summaries in per_part.items():
+                pred, ref = (clips, refs) if part == "all" else (segment(clips, part, segment_frames),
+                                                                 segment(refs, part, segment_frames))
+                summaries.append(evaluate_clips(pred, ref, extractors=extractors, progress=False)["summary"])
         row: dict[str, Any] = {"checkpoint": str(checkpoint), "sampler": sampler, "cfg": [cfg_a, cfg_r],
-                               "nfe": pipeline.nfe}
-        for part in ("all", "first", "last"):
-            pred, ref = (clips, refs) if part == "all" else (segment(clips, part, segment_frames),
-                                                             segment(refs, part, segment_frames))
-            s = evaluate_clips(pred, ref, extractors=extractors, progress=False)["summary"]
-            row[part] = {k: float(s.get(k, float("nan"))) for k in KEYS}  # nan: no clip varied
+                               "nfe": pipeline.nfe, "seeds": seeds}
+        for part, summaries in per_part.items():
+            row[part] = mean_over_seeds(summaries, KEYS)  # nan: no clip varied
+        row["all_seeds"] = {k: [float(s.get(k, float("nan"))) for s in per_part["all"]] for k in KEYS}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -82,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=16, help="held-out clips")
     p.add_argument("--max-frames", type=int, default=75, help="frames per clip (75 = 3 s)")
     p.add_argument("--segment", type=int, default=32, help="frames of the first / last segment (>= 25)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="noise seed(s); several average every metric over the seeds (one seed's Sync-D moves ~0.02)")
     p.add_argument("--out", default="benchmarks/results", help="folder for guidance_sweep.json")
     args = p.parse_args(argv)
     refs = load_refs(args.data, clips=args.clips, manifest=args.manifest, max_frames=args.max_frames)

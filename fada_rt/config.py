@@ -181,7 +181,7 @@ class ModelConfig:
     #: at t = 1). "epsilon": SD1.5's own meaning (checkpoints without the key are epsilon).
     prediction: Prediction = "epsilon"
     #: (cfg_a, cfg_r) of Eq. 9 that guided samplers use for this model when the caller gives none: a
-    #: property of trained weights (the tiny teachers are best at 2 / 1, the paper's SD1.5 at 6.5 / 2.5).
+    #: property of trained weights (the shipped tiny ones are best at 1.5 / 1, the paper's SD1.5 at 6.5 / 2.5).
     #: None: the paper's §4.1 scales of the sampler. Set on a checkpoint with ``python -m
     #: fada_rt.checkpoint --set-guidance``.
     guidance_scales: tuple[float, float] | None = None

@@ -75,7 +75,18 @@ python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RU
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-dsmap/teacher" \
   --run "$RUNS/teacher-mw-dsmap-hinge" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
   --seed 7 --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert" --sync-weight 0.1 \
-  --sync-target audio-hinge   # the hinge on top of the shipped teacher (README; not shipped)
+  --sync-target audio-hinge   # the hinge on top of the dataset-map teacher (README)
+# the shipped teacher: 2500 more hinge steps with the term on x0 predictions up to t = 900 (where the mouth is
+# decided), default guidance 1.5 / 1; and the A/B beside it: weight 0.3 at the default t <= 500
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-dsmap-hinge/teacher" \
+  --run "$RUNS/teacher-hinge-t900" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
+  --seed 10 --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert" --sync-weight 0.1 \
+  --sync-target audio-hinge --sync-max-t 900
+python -m fada_rt.checkpoint "$RUNS/teacher-hinge-t900/teacher" --set-guidance 1.5 1
+python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-dsmap-hinge/teacher" \
+  --run "$RUNS/teacher-hinge-w0.3" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
+  --seed 9 --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert" --sync-weight 0.3 \
+  --sync-target audio-hinge
 
 # 4. distillation: every variant, sharing the teacher's window solves within a family
 for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 B-fixed-1.0 \
@@ -115,10 +126,17 @@ python -m train.distill "${FAST[@]}" --run "$RUNS/distill-cfg/tokens-lr10" --ste
 cp -r "$RUNS/distill-cfg/fast" "$RUNS/distill-cfg/fast-600"  # the same run, 300 steps further
 python -m train.distill "${FAST[@]}" --run "$RUNS/distill-cfg/fast-600" --steps 600 \
   --cfg-a-range 1 4 --cfg-r-range 1 2 --cfg-lr-scale 10
+# the shipped students: distilled from the t <= 900 hinge teacher, the fast one on scales around 1.5 / 1
+T900=(--teacher "$RUNS/teacher-hinge-t900/teacher" --data "$DATA" --cache "$CACHE" --solve-cache "$SOLVES"
+      --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1 --motion-map dataset)
+python -m train.distill "${T900[@]}" --run "$RUNS/distill-t900/balanced" --variant balanced
+python -m train.distill "${T900[@]}" --run "$RUNS/distill-t900/fast" --variant fast \
+  --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 --cfg-lr-scale 10
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
+# (the rows of the last group of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
-cp -r "$RUNS/distill-cfg/fast/student" fada_rt/assets/tiny-fast
-cp -r "$RUNS/distill-mw-dsmap/balanced/student" fada_rt/assets/tiny-balanced
-cp -r "$RUNS/teacher-mw-dsmap/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/distill-t900/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill-t900/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/teacher-hinge-t900/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
-for asset in tiny-fast tiny-balanced tiny-teacher; do python -m fada_rt.checkpoint "fada_rt/assets/$asset" --set-guidance 2 1; done
+for asset in tiny-fast tiny-balanced tiny-teacher; do python -m fada_rt.checkpoint "fada_rt/assets/$asset" --set-guidance 1.5 1; done

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny_model, randomize_zero_init
 
-from benchmarks.metrics.suite import Extractors
+from benchmarks.metrics.suite import Extractors, mean_over_seeds
 from benchmarks.quality_table import (
     Method,
     evaluate_method,
@@ -102,3 +102,43 @@ def test_guidance_sweep_rows_and_segments(setup) -> None:
         segment(refs, "first", 1000)
     with pytest.raises(ValueError, match="CFG_A,CFG_R pairs"):
         parse_scales(["6.5"])
+
+
+def test_mean_over_seeds_known_values() -> None:
+    nan = float("nan")
+    out = mean_over_seeds([{"a": 1.0, "b": nan, "c": nan}, {"a": 2.0, "b": 4.0, "c": nan}], ["a", "b", "c", "d"])
+    assert out["a"] == 1.5 and out["b"] == 4.0  # a nan seed is left out of the mean
+    assert all(v != v for v in (out["c"], out["d"]))  # nan (or absent) in every seed stays nan
+    with pytest.raises(ValueError, match="at least one seed"):
+        mean_over_seeds([], ["a"])
+
+
+def test_rows_average_over_seeds(setup) -> None:
+    root, refs, ex = setup
+    method = Method("2", "Teacher, DDIM 6 x 1 (cond.)", "teacher-tiny", "teacher", "teacher-6x1")
+    rows = [evaluate_method(method, runs=root / "runs", refs=refs, extractors=ex, seed=s, video_dir=None)
+            for s in (0, 1, [0, 1])]
+    one, two, both = rows
+    assert both["seeds"] == [0, 1] and one["seeds"] == [0]
+    assert one["sync_distance"] != two["sync_distance"]  # the seed reaches the noise
+    for key in ("sync_distance", "fvd", "jitter"):
+        assert both[key] == pytest.approx((one[key] + two[key]) / 2, rel=1e-9)
+    assert both["sync_distance_seeds"] == pytest.approx([one["sync_distance"], two["sync_distance"]])
+    half = abs(one["sync_distance"] - two["sync_distance"]) / 2
+    md = to_markdown([both, one], [], header="## test")
+    assert f"{both['sync_distance']:.4f} ±{half:.4f} |" in md  # the averaged row shows its spread
+    assert f"| {one['sync_distance']:.4f} |" in md  # a one-seed row does not
+
+
+def test_guidance_sweep_averages_seeds(setup) -> None:
+    from benchmarks.guidance_sweep import sweep
+
+    root, refs, _ = setup
+    kw = dict(checkpoint=root / "runs" / "distill" / "fast" / "student", sampler="fast", scales=[(2.0, 1.0)],
+              refs=refs, segment_frames=26)
+    (one,), (both,) = sweep(**kw, seed=1), sweep(**kw, seed=[0, 1])
+    assert both["seeds"] == [0, 1] and len(both["all_seeds"]["sync_distance"]) == 2
+    assert both["all_seeds"]["fvd"][1] == pytest.approx(one["all"]["fvd"], rel=1e-9)
+    for part in ("all", "first", "last"):
+        assert both[part]["sync_distance"] != one[part]["sync_distance"]
+    assert both["all"]["fvd"] == pytest.approx(sum(both["all_seeds"]["fvd"]) / 2, rel=1e-9)

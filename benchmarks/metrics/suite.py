@@ -115,3 +115,20 @@ def evaluate_clips(
     summary["fid"] = fid(pf, rf, extractor=extractors.frame)
     summary["fvd"] = fvd(pf, rf, extractor=extractors.clip, stride=fvd_stride)
     return {"summary": summary, "per_clip": rows}
+
+
+def mean_over_seeds(summaries: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+    """Each key's mean over the summaries of the same clips generated with different noise seeds.
+
+    One seed's Sync-D on 16 tiny-teacher clips moves by up to ~0.02 with the seed (the generated mouth
+    is partly the noise's), as much as many A/B differences; averaging seeds is what makes them
+    comparable. A key that is nan (absent) in some seeds is averaged over the others; nan in all stays nan.
+    """
+    if not summaries:
+        raise ValueError("mean_over_seeds needs the summary of at least one seed")
+    out = {}
+    for key in keys:
+        values = np.array([float(s.get(key, np.nan)) for s in summaries])
+        finite = values[np.isfinite(values)]
+        out[key] = float(finite.mean()) if finite.size else float("nan")
+    return out
