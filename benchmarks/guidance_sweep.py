@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.generation import generate_clips
-from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds
+from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds, seed_list
 from benchmarks.quality_table import load_refs
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import load_model
@@ -46,9 +46,7 @@ def sweep(*, checkpoint: str | Path, sampler: str, scales: list[tuple[float, flo
     whole-clip metrics of each seed."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
-    seeds = [seed] if isinstance(seed, int) else list(seed)
-    if not seeds:
-        raise ValueError("sweep needs at least one seed")
+    seeds = seed_list(seed)
     role = SAMPLERS[sampler].role
     model, _ = load_model(checkpoint, role=role)
     backend = TorchBackend(model, role=role)

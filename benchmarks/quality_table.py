@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.generation import generate_clips
-from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds
+from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds, seed_list
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import load_model
 from fada_rt.pipeline import AvatarPipeline
@@ -159,9 +159,7 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
     """One table row: the method's clips generated with each noise seed, the metrics averaged over the seeds
     (:func:`benchmarks.metrics.suite.mean_over_seeds`); the per-seed Sync-D / Sync-C are kept as
     ``sync_distance_seeds`` / ``sync_confidence_seeds``. Videos are written for the first seed."""
-    seeds = [seed] if isinstance(seed, int) else list(seed)
-    if not seeds:
-        raise ValueError("evaluate_method needs at least one seed")
+    seeds = seed_list(seed)
     folder = runs / method.run / method.checkpoint
     model, meta = load_model(folder, role=method.checkpoint)
     pipeline = AvatarPipeline(TorchBackend(model, role=method.checkpoint), sampler=method.sampler,
@@ -256,7 +254,7 @@ def _fmt(value: Any, fmt: str) -> str:
 
 def _spread(values: list[float] | None) -> str:
     """`` ±h`` (half the range over seeds) after a cell averaged over several seeds, else nothing."""
-    if not values or len(values) < 2:
+    if values is None or len(values) < 2:
         return ""
     return f" ±{(max(values) - min(values)) / 2:.4f}"
 

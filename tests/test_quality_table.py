@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny_model, randomize_zero_init
 
-from benchmarks.metrics.suite import Extractors, mean_over_seeds
+from benchmarks.metrics.suite import Extractors, mean_over_seeds, seed_list
 from benchmarks.quality_table import (
     Method,
     evaluate_method,
@@ -111,6 +111,9 @@ def test_mean_over_seeds_known_values() -> None:
     assert all(v != v for v in (out["c"], out["d"]))  # nan (or absent) in every seed stays nan
     with pytest.raises(ValueError, match="at least one seed"):
         mean_over_seeds([], ["a"])
+    assert seed_list(3) == [3] and seed_list((0, 1)) == [0, 1]
+    with pytest.raises(ValueError, match="at least one noise seed"):
+        seed_list([])
 
 
 def test_rows_average_over_seeds(setup) -> None:

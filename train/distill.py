@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
                                                if v is not None})
     cfg_options = {k: tuple(v) for k, v in (("cfg_a_range", args.cfg_a_range), ("cfg_r_range", args.cfg_r_range))
-              if v is not None}
+                   if v is not None}
     if args.cfg_lr_scale is not None:
         cfg_options["cfg_lr_scale"] = args.cfg_lr_scale
     if cfg_options and not config.cfg_conditioned:

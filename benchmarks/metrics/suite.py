@@ -117,6 +117,14 @@ def evaluate_clips(
     return {"summary": summary, "per_clip": rows}
 
 
+def seed_list(seed: int | Sequence[int]) -> list[int]:
+    """One seed or several as a non-empty list (the ``--seed`` of the benchmarks takes one or more)."""
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not seeds:
+        raise ValueError("need at least one noise seed")
+    return seeds
+
+
 def mean_over_seeds(summaries: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, float]:
     """Each key's mean over the summaries of the same clips generated with different noise seeds.
 
