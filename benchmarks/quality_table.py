@@ -115,7 +115,7 @@ METHODS: tuple[Method, ...] = (
     Method("5", "unit tokens only, CFG 2 / 1", "distill-cfg/tokens-only", "student", "fast", 2.0, 1.0),
     Method("5", "unit tokens + CFG lr x10, CFG 2 / 1", "distill-cfg/tokens-lr10", "student", "fast", 2.0, 1.0),
     # the sync expert's hinge on the dataset-map teacher (RUNS/teacher-mw-dsmap-hinge), then 2500 more steps of
-    # it on x0 predictions up to t = 900 (RUNS/teacher-hinge-t900, shipped) and its students (shipped), at the
+    # it on x0 predictions up to t = 900 (RUNS/teacher-hinge-t900) and its students (shipped before), at the
     # lower guidance the hinge-trained teachers want; scored with --seed 0 1
     Method("5", "MW-10000 dataset map, DDIM 6 x 3, CFG 1.5 / 1", "teacher-mw-dsmap", "teacher", "teacher-6x3",
            1.5, 1.0),
@@ -125,14 +125,24 @@ METHODS: tuple[Method, ...] = (
            1.5, 1.0),
     Method("5", "hinge-t900 balanced, CFG 1.5 / 1", "distill-t900/balanced", "student", "balanced", 1.5, 1.0),
     Method("5", "hinge-t900 fast, CFG 1.5 / 1", "distill-t900/fast", "student", "fast", 1.5, 1.0),
+    # 6 minutes more of the t900 teacher's own objective on an H200 (bf16, scripts/gpu_check.sh), two settings
+    # side by side (RUNS/teacher-gpu-r1, -r2: 1408 steps of batch 64 at lr 1.5e-4, 1273 of batch 128 at 3e-4;
+    # r2 shipped) and the students of r2 (shipped); scored with --seed 0 1
+    Method("5", "+ 6 GPU min, batch 64, DDIM 6 x 3, CFG 1.5 / 1", "teacher-gpu-r1", "teacher", "teacher-6x3",
+           1.5, 1.0),
+    Method("5", "+ 6 GPU min, batch 128, lr 3e-4, DDIM 6 x 3, CFG 1.5 / 1", "teacher-gpu-r2", "teacher",
+           "teacher-6x3", 1.5, 1.0),
+    Method("5", "GPU-teacher balanced, CFG 1.5 / 1", "distill-gpu/balanced", "student", "balanced", 1.5, 1.0),
+    Method("5", "GPU-teacher fast, CFG 1.5 / 1", "distill-gpu/fast", "student", "fast", 1.5, 1.0),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
     "3": "Table 3 — adaptive mixed-supervised distillation (PeRFlow on B, 3 CFG branches)",
     "4": "Table 4 — multi-CFG distillation (PeRFlow + adaptive-0.25 on B)",
     "5": "Shipped — motion-weighted teachers (MW, --motion-weight 1; 2500, 7500 and 10000 steps, the last "
-         "with the training set's motion map), the lip-sync expert's hinge on top (the t <= 900 one shipped) "
-         "and their students (the hinge-t900 balanced and fast ones shipped)",
+         "with the training set's motion map), the lip-sync expert's hinge on top (the t <= 900 one shipped "
+         "before, with its students) and that teacher trained 6 minutes more on a GPU (batch 128: shipped now, "
+         "with its balanced and fast students)",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),
@@ -224,6 +234,23 @@ def weight_by_kind(runs: Path) -> list[dict[str, Any]]:
     return out
 
 
+def merge_weights(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The by-kind weight rows of several tables (their ``quality_weights.json``, and last the rows computed
+    from the runs at hand): a later part's rows replace all of an earlier part's rows of the same run, so
+    merging on a machine that holds only some of the runs keeps the others' rows. In :data:`METHODS` order."""
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        fresh: dict[str, list[dict[str, Any]]] = {}
+        for row in part:
+            fresh.setdefault(row["run"], []).append(row)
+        by_run.update(fresh)
+    order = list(dict.fromkeys(m.run for m in METHODS))
+    unknown = sorted(set(by_run) - set(order))
+    if unknown:
+        raise ValueError(f"weight rows of unknown runs {unknown} (not in METHODS)")
+    return [row for run in order for row in by_run.get(run, [])]
+
+
 def to_markdown(rows: list[dict[str, Any]], kinds: list[dict[str, Any]], *, header: str) -> str:
     lines = [header, ""]
     gt = [r for r in rows if r["table"] == "gt"]
@@ -278,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="benchmarks/results", help="folder for quality_table.md / .json")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="instead of evaluating, combine the rows of earlier (partial, e.g. --only) runs' "
-                        "quality_table.json files into one table (a later file's row replaces an earlier one)")
+                        "quality_table.json files into one table (a later file's row replaces an earlier one; the "
+                        "quality_weights.json beside each is merged likewise, then the runs under --runs)")
     args = p.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     if args.only is not None:
@@ -300,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(evaluate_method(method, runs=runs, refs=refs, extractors=extractors, seed=args.seed,
                                         video_dir=Path(args.videos) if args.videos else None))
     kinds = weight_by_kind(runs)
+    if args.merge is not None:  # the weight rows saved beside each merged table, then those of the runs here
+        saved = [Path(f).with_name("quality_weights.json") for f in args.merge]
+        kinds = merge_weights([json.loads(w.read_text()) for w in saved if w.is_file()] + [kinds])
     n_clips = max(int(r.get("clips", 0)) for r in rows) if rows else 0
     header = (f"## Quality on {n_clips} held-out synthetic clips ({args.max_frames} frames each, unseen identities)"
               f"\n\nFID*/FVD* are the synthetic world's analogues (fixed feature spaces, benchmarks/metrics). One noise "

@@ -12,6 +12,9 @@ decode (not an image, truncated, corrupt).
 **Audio** (:func:`iter_audio`): anything PyAV/ffmpeg decodes (wav, mp3, m4a, flac, ogg, the audio
 track of an mp4), any rate and channel count, decoded block by block (long files are never held
 in memory), resampled to 16 kHz by libswresample and down-mixed to mono by averaging channels.
+
+PyAV is imported by the functions that decode or encode: images and the in-memory pipeline (the
+embedding API fed with PCM) run without it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import av  # the functions that use it import it (see the module docstring)
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -108,6 +114,8 @@ class AudioInfo:
 
 
 def _open_audio(path: str | Path) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
+    import av
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"audio file {path} does not exist")
@@ -125,6 +133,8 @@ def _open_audio(path: str | Path) -> tuple[av.container.InputContainer, av.audio
 
 def probe_audio(path: str | Path) -> AudioInfo:
     """Container metadata without decoding (the duration may be None for raw streams)."""
+    import av
+
     container, stream = _open_audio(path)
     with container:
         duration = None
@@ -142,6 +152,8 @@ def iter_audio(path: str | Path, *, block_samples: int = SAMPLE_RATE) -> Iterato
     Never holds more than about one block plus one decoded packet. Decoding errors are ValueErrors
     that say where in the file they happened.
     """
+    import av
+
     container, stream = _open_audio(path)
     resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)  # channel layout kept; averaged below
     pending: list[np.ndarray] = []
@@ -221,6 +233,8 @@ class PcmConverter:
         self._resampler: av.AudioResampler | None = None
 
     def convert(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        import av
+
         if not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive int (Hz), got {sample_rate!r}")
         if self.rate is None:
@@ -265,6 +279,8 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, *, size: int, fps: int = FPS, sample_rate: int = SAMPLE_RATE,
                  crf: int = 18, audio: bool = True) -> None:
+        import av
+
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise ValueError(f"output {self.path} must end in one of {VIDEO_SUFFIXES} (H.264 + AAC)")
@@ -307,6 +323,8 @@ class VideoWriter:
 
     def write_frames(self, frames: np.ndarray) -> None:
         """frames (n, H, W, 3) uint8 RGB, resized to the output size when needed."""
+        import av
+
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
         for image in frames:
@@ -328,6 +346,8 @@ class VideoWriter:
         self._drain_audio(self.frames_written * self.samples_per_frame)
 
     def _drain_audio(self, until: int) -> None:
+        import av
+
         n = min(until - self.audio_written, self._audio_buffered)
         if self.audio is None or n <= 0:
             return
@@ -370,6 +390,8 @@ class VideoInfo:
 
 def probe_video(path: str | Path) -> VideoInfo:
     """Decode every video frame of ``path`` (counting them) and read its audio stream's duration."""
+    import av
+
     with av.open(str(path)) as container:
         vstream = container.streams.video[0]
         astream = container.streams.audio[0] if container.streams.audio else None

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole tiny-preset recipe, on the synthetic world: data, VAE, teacher, every distillation variant
-# of the paper's Tables 2-4, the quality table, and the shipped assets. CPU is enough (2 cores: about
-# 1.5 h VAE + 3.5 h teacher + 2 h of distillation); every step resumes where it stopped.
+# of the paper's Tables 2-4, the quality table, and the shipped assets. CPU is enough for all but the last
+# teacher stage (2 cores: about 1.5 h VAE + 3.5 h teacher + 2 h of distillation); that one ran 6 minutes on an
+# H200 in bf16 (scripts/gpu_check.sh) and takes hours on a CPU. Every step resumes where it stopped.
 #
 #   bash scripts/train_tiny.sh [WORK_DIR]        (default: ./work)
 #
@@ -87,6 +88,21 @@ python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RU
   --run "$RUNS/teacher-hinge-w0.3" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
   --seed 9 --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert" --sync-weight 0.3 \
   --sync-target audio-hinge
+# the shipped teacher: the t <= 900 hinge teacher trained 6 minutes more on an H200 with its own objective in bf16
+# at GPU batch sizes (scripts/gpu_check.sh, which builds its cache with python -m train.cache --synthetic on the
+# GPU and reads the fada_rt/assets teacher of that time = teacher-hinge-t900). Two settings side by side: r1
+# (batch 64, lr 1.5e-4: 1408 steps) and r2 (batch 128, lr 3e-4: 1273 steps, shipped). Both were stopped by
+# --max-minutes 5.95; --stop-after gives the same step count (on a CPU: hours, and without bf16).
+for spec in r1:64:1.5e-4:20:1408 r2:128:3e-4:21:1273; do
+  IFS=: read -r name batch lr seed stop <<<"$spec"
+  python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-hinge-t900/teacher" \
+    --run "$RUNS/teacher-gpu-$name-run" --steps 100000 --stop-after "$stop" --batch-size "$batch" --lr "$lr" \
+    --seed "$seed" --loss-weighting truncated_snr --motion-weight 1 --motion-map dataset \
+    --sync-expert "$RUNS/sync-expert" --sync-weight 0.1 --sync-target audio-hinge --sync-max-t 900 \
+    --mixed-precision bf16 --checkpoint-every 2000
+  mkdir -p "$RUNS/teacher-gpu-$name"
+  cp -r "$RUNS/teacher-gpu-$name-run/teacher-latest" "$RUNS/teacher-gpu-$name/teacher"
+done
 
 # 4. distillation: every variant, sharing the teacher's window solves within a family
 for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 B-fixed-1.0 \
@@ -126,17 +142,23 @@ python -m train.distill "${FAST[@]}" --run "$RUNS/distill-cfg/tokens-lr10" --ste
 cp -r "$RUNS/distill-cfg/fast" "$RUNS/distill-cfg/fast-600"  # the same run, 300 steps further
 python -m train.distill "${FAST[@]}" --run "$RUNS/distill-cfg/fast-600" --steps 600 \
   --cfg-a-range 1 4 --cfg-r-range 1 2 --cfg-lr-scale 10
-# the shipped students: distilled from the t <= 900 hinge teacher, the fast one on scales around 1.5 / 1
+# the students shipped before: distilled from the t <= 900 hinge teacher, the fast one on scales around 1.5 / 1
 T900=(--teacher "$RUNS/teacher-hinge-t900/teacher" --data "$DATA" --cache "$CACHE" --solve-cache "$SOLVES"
       --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1 --motion-map dataset)
 python -m train.distill "${T900[@]}" --run "$RUNS/distill-t900/balanced" --variant balanced
 python -m train.distill "${T900[@]}" --run "$RUNS/distill-t900/fast" --variant fast \
   --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 --cfg-lr-scale 10
+# the shipped students: the same two commands from the GPU-trained teacher (r2)
+TGPU=(--teacher "$RUNS/teacher-gpu-r2/teacher" --data "$DATA" --cache "$CACHE" --solve-cache "$SOLVES"
+      --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1 --motion-map dataset)
+python -m train.distill "${TGPU[@]}" --run "$RUNS/distill-gpu/balanced" --variant balanced
+python -m train.distill "${TGPU[@]}" --run "$RUNS/distill-gpu/fast" --variant fast \
+  --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 --cfg-lr-scale 10
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 # (the rows of the last group of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
-cp -r "$RUNS/distill-t900/fast/student" fada_rt/assets/tiny-fast
-cp -r "$RUNS/distill-t900/balanced/student" fada_rt/assets/tiny-balanced
-cp -r "$RUNS/teacher-hinge-t900/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/distill-gpu/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill-gpu/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/teacher-gpu-r2/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
 for asset in tiny-fast tiny-balanced tiny-teacher; do python -m fada_rt.checkpoint "fada_rt/assets/$asset" --set-guidance 1.5 1; done

@@ -3,18 +3,19 @@ from DESIGN.md §3.3/§3.5, W vanishes beyond R_d, and cached teacher solves are
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_model, randomize_zero_init
+from conftest import assert_same_run, make_tiny_model, randomize_zero_init
 
 import train.distill as distill_mod
 from fada_rt.checkpoint import load_model
 from fada_rt.sampling import SD15_SCHEDULE, GTWeightConfig, PerflowWindows, WindowSolvePlan
-from train.cache import build_cache, open_cache, weights_digest
+from train.cache import build_synthetic_cache, open_cache, weights_digest
 from train.data import ChunkSampler
 from train.distill import (
     VARIANTS,
@@ -27,19 +28,22 @@ from train.distill import (
     teacher_solve,
 )
 from train.loop import LoopConfig
-from train.synthetic.dataset import generate_dataset
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("distill")
-    generate_dataset(out=root / "data", clips=4, size=64, tier="B", seed=5, min_seconds=1.2, max_seconds=1.6,
-                     progress=False)
     teacher = make_tiny_model(seed=2)
     randomize_zero_init(teacher)
-    build_cache(data=root / "data", out=root / "cache", vae=teacher.vae, config=teacher.config)
+    # the cache (and labels) of python -m train.synthetic's clips, without writing them (tests/test_cache.py)
+    build_synthetic_cache(data=root / "data", out=root / "cache", vae=teacher.vae, config=teacher.config, clips=4,
+                          seed=5, tier="B", min_seconds=1.2, max_seconds=1.6)
     cache = open_cache(root / "cache", config=teacher.config, vae_digest=weights_digest(teacher.vae))
     return root, teacher, cache
+
+
+# distill() moves the teacher it is given to the run's device (a GPU where there is one): every call below gets
+# its own copy, so the module-scoped teacher stays on the CPU for the tests that use it directly
 
 
 def _quick(config: DistillConfig, *, steps: int = 2, substeps: int = 1) -> DistillConfig:
@@ -52,7 +56,7 @@ def test_every_variant_runs(world, tmp_path: Path, name: str) -> None:
     _, teacher, cache = world
     config = _quick(VARIANTS[name])
     sampler = ChunkSampler(cache, config=teacher.config, seed=0)
-    losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / name)
+    losses = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / name)
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     student, _ = load_model(tmp_path / name / "student", role="student")
     assert student.config.cfg.mode == config.cfg_mode
@@ -177,7 +181,7 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
     config = _quick(VARIANTS["B-fixed-0.2"])
     sampler = ChunkSampler(cache, config=teacher.config, seed=0)
     solves = SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d", config=config)
-    first = distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / "a", solve_cache=solves)
+    first = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "a", solve_cache=solves)
     assert len(list(solves.folder.glob("r0_s*.safetensors"))) == 2
     # another variant of the same family reuses the solves; the teacher is never called again
     other = _quick(VARIANTS["B-adaptive-0.5"])
@@ -189,8 +193,8 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
         raise AssertionError("the cached solve should have been used")
 
     monkeypatch.setattr(distill_mod, "teacher_solve", no_teacher)
-    again = distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / "b", solve_cache=solves)
-    assert again == first
+    again = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "b", solve_cache=solves)
+    assert_same_run(again, first)
     fast = _quick(VARIANTS["fast"])
     assert SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d",
                       config=fast).folder != solves.folder
@@ -228,7 +232,7 @@ def test_cfg_lr_scale_speeds_up_only_the_cfg_conditioning(world, tmp_path: Path)
     moved = {}
     for scale in (1.0, 10.0):
         config = dataclasses.replace(_quick(VARIANTS["fast"], steps=1), cfg_lr_scale=scale)
-        distill(teacher=teacher, sampler=sampler, config=config, run_dir=tmp_path / str(scale))
+        distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / str(scale))
         student, _ = load_model(tmp_path / str(scale) / "student", role="student")
         start = teacher.make_student("layer_tokens", seed=config.seed).state_dict()  # distill's init
         delta = {n: (p - start[n]).abs().sum().item() for n, p in student.state_dict().items()}

@@ -15,6 +15,7 @@ from benchmarks.quality_table import (
     ground_truth_row,
     load_refs,
     merge_rows,
+    merge_weights,
     to_markdown,
     weight_by_kind,
 )
@@ -81,6 +82,20 @@ def test_merge_orders_methods_and_later_rows_win() -> None:
         merge_rows([first, [row("Stu. B, Fixed-0.2", 1.0, clips=8)]])
     with pytest.raises(ValueError, match="unknown methods"):
         merge_rows([[row("Made-up", 1.0)]])
+
+
+def test_merge_weights_keeps_the_rows_of_runs_not_at_hand() -> None:
+    def row(run: str, kind: str, mean: float) -> dict:
+        return {"run": run, "kind": kind, "samples": 4, "weight_zero_share": 0.0, "weight_mean": mean,
+                "ratio_median": 5.0}
+
+    saved = [row("distill/fast", "clean", 0.2), row("distill/fast", "frozen", 0.3), row("distill/balanced", "clean", 0.5)]
+    here = [row("distill/fast", "clean", 0.9)]  # recomputed: replaces both of the saved rows of distill/fast
+    merged = merge_weights([saved, here])
+    assert [(r["run"], r["kind"], r["weight_mean"]) for r in merged] == [("distill/balanced", "clean", 0.5),
+                                                                          ("distill/fast", "clean", 0.9)]
+    with pytest.raises(ValueError, match="unknown runs"):
+        merge_weights([[row("elsewhere/x", "clean", 0.1)]])
 
 
 def test_guidance_sweep_rows_and_segments(setup) -> None:

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import assert_same_run, make_tiny_model
 
 from fada_rt.sampling import SD15_SCHEDULE
-from train.cache import build_cache, open_cache, weights_digest
+from train.cache import build_synthetic_cache, open_cache, weights_digest
 from train.data import ChunkSampler
 from train.loop import LoopConfig
-from train.synthetic.dataset import generate_dataset
 from train.teacher import (
     TeacherObjective,
     TeacherTrainConfig,
@@ -29,9 +28,10 @@ from train.weighting import dataset_motion_map, motion_weight_map
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("teacher")
-    generate_dataset(out=root / "data", clips=4, size=64, tier="A", seed=3, min_seconds=1.2, max_seconds=1.6)
     model = make_tiny_model(seed=0)
-    build_cache(data=root / "data", out=root / "cache", vae=model.vae, config=model.config)
+    # the cache of python -m train.synthetic's clips, without writing them (tests/test_cache.py)
+    build_synthetic_cache(data=root / "data", out=root / "cache", vae=model.vae, config=model.config, clips=4,
+                          seed=3, tier="A", min_seconds=1.2, max_seconds=1.6)
     cache = open_cache(root / "cache", config=model.config, vae_digest=weights_digest(model.vae))
     return root, cache
 
@@ -48,8 +48,8 @@ def _config(*, steps: int, checkpoint_every: int = 1000, lr: float = 1e-3) -> Te
 
 def _eval_loss(model, sampler) -> float:
     batch, eps, t, keep_a, keep_r = fixed_eval_batch(sampler, batch_size=6)
-    with torch.no_grad():
-        return TeacherObjective(model.eval())(batch, eps, t, keep_a, keep_r).mean().item()
+    with torch.no_grad():  # on the CPU: training leaves the model on accelerate's device (a GPU if there is one)
+        return TeacherObjective(model.cpu().eval())(batch, eps, t, keep_a, keep_r).mean().item()
 
 
 def test_twenty_steps_lower_the_loss(tiny_cache, tmp_path: Path) -> None:
@@ -77,7 +77,17 @@ def test_resume_replays_the_same_losses(tiny_cache, tmp_path: Path) -> None:
     second = train_teacher(model=make_tiny_model(seed=99).train(), sampler=_sampler(make_tiny_model(), cache),
                            config=config, run_dir=tmp_path / "split")
     assert len(first) == 4 and len(second) == 4
-    assert first + second == full
+    assert_same_run(first + second, full)
+    # a time limit stops the call after the step that reaches it, with a resumable checkpoint
+    timed = train_teacher(model=make_tiny_model(seed=0).train(), sampler=_sampler(make_tiny_model(), cache),
+                          config=config, run_dir=tmp_path / "timed", time_limit=0.0)
+    assert len(timed) == 1
+    assert (tmp_path / "timed" / "teacher-latest" / "model.safetensors").is_file()
+    assert not (tmp_path / "timed" / "teacher").exists()  # the final export waits for the last step
+    rest = train_teacher(model=make_tiny_model(seed=99).train(), sampler=_sampler(make_tiny_model(), cache),
+                         config=config, run_dir=tmp_path / "timed")
+    assert_same_run(timed + rest, full)
+    assert (tmp_path / "timed" / "teacher" / "model.safetensors").is_file()
 
 
 def test_resume_refuses_another_config(tiny_cache, tmp_path: Path) -> None:
@@ -123,7 +133,7 @@ def test_audio_lr_scale_moves_the_audio_path_faster(tiny_cache, tmp_path: Path) 
     train_teacher(model=model, sampler=_sampler(model, cache), config=config, run_dir=tmp_path / "r")
     steps = {True: [], False: []}
     for n, p in model.named_parameters():
-        delta = (p.detach() - before[n]).abs().flatten()
+        delta = (p.detach().cpu() - before[n]).abs().flatten()
         steps[model.is_audio_parameter(n)].append(delta[delta > 0.5 * lr])  # weights whose gradient was not 0
     audio, other = torch.cat(steps[True]), torch.cat(steps[False])
     assert audio.numel() > 1000 and other.numel() > 1000

@@ -81,17 +81,87 @@ def build_cache(
         if cid in clips and (out / f"{cid}.safetensors").is_file():
             continue
         clip = read_clip(path)
-        frames = resize_frames(frames_to_tensor(clip.frames), config.resolution)
-        latents = torch.cat([vae.encode(frames[i : i + batch_frames]) for i in range(0, len(frames), batch_frames)])
-        audio = frontend(torch.from_numpy(clip.audio)[None])[0]  # (T, L, D)
-        if audio.shape[0] != latents.shape[0]:
-            raise ValueError(f"clip {cid}: {latents.shape[0]} frames but {audio.shape[0]} audio frames")
-        save_file({"latents": latents.half().contiguous(), "audio": audio.half().contiguous()},
-                  str(out / f"{cid}.safetensors"))
-        clips[cid] = int(latents.shape[0])
+        entry = encode_clip(clip.frames, clip.audio, vae=vae, frontend=frontend, config=config,
+                            batch_frames=batch_frames, clip_id=cid)
+        save_file(entry, str(out / f"{cid}.safetensors"))
+        clips[cid] = int(entry["latents"].shape[0])
         _write_index(out, digest=digest, config=config, clips=clips)
     _write_index(out, digest=digest, config=config, clips=clips)
     return out
+
+
+@torch.no_grad()
+def encode_clip(frames: np.ndarray, audio: np.ndarray, *, vae: VAE, frontend: torch.nn.Module, config: ModelConfig,
+                batch_frames: int = 256, clip_id: str = "") -> dict[str, torch.Tensor]:
+    """One cache entry, on the CPU in fp16: ``latents`` (T, C, h, w) of uint8 frames (T, H, W, 3) and
+    ``audio`` (T, L, D) of 16 kHz mono float32 audio, computed on the VAE's device."""
+    device = next(vae.parameters()).device
+    pixels = resize_frames(frames_to_tensor(frames), config.resolution)  # (T, 3, H, W)
+    latents = torch.cat([vae.encode(pixels[i : i + batch_frames].to(device)).cpu()
+                         for i in range(0, len(pixels), batch_frames)])  # (T, C, h, w)
+    feats = frontend(torch.from_numpy(audio)[None])[0]  # (T, L, D)
+    if feats.shape[0] != latents.shape[0]:
+        raise ValueError(f"clip {clip_id}: {latents.shape[0]} frames but {feats.shape[0]} audio frames")
+    return {"latents": latents.half().contiguous(), "audio": feats.half().contiguous()}
+
+
+def build_synthetic_cache(*, data: str | Path, out: str | Path, vae: VAE, config: ModelConfig, clips: int,
+                          seed: int = 0, tier: str = "B", manifest: str | None = None, workers: int = 1,
+                          min_seconds: float = 2.0, max_seconds: float = 4.0, batch_frames: int = 256) -> Path:
+    """The cache :func:`build_cache` makes of ``python -m train.synthetic --out data --clips N --size
+    RESOLUTION --tier T --seed S [--min-seconds --max-seconds]`` (bit-identical entries), without writing
+    or decoding clip files: each clip is generated in memory (``workers`` processes), its audio rounded as
+    the 16-bit wav would round it, and encoded at once. ``data`` gets the world's manifests, labels and
+    ``world.json`` but no ``clips/``; ``manifest="A"`` renders and caches only the clean clips (and
+    writes no B manifest). For machines without PyAV or disk to spare (a lent GPU)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from contextlib import nullcontext
+    from multiprocessing import get_context
+
+    from train.clips import pcm16_round_trip, write_labels
+    from train.synthetic.dataset import clip_kind, write_world_index
+
+    if manifest not in (None, "A", "B"):
+        raise ValueError(f"manifest must be None, 'A' or 'B' for a synthetic world, got {manifest!r}")
+    if manifest == "B" and tier != "B":
+        raise ValueError("manifest B needs a tier-B world (--tier B)")
+    data, out = Path(data), Path(out)
+    if (data / "clips").is_dir():
+        raise FileExistsError(f"{data} holds clip files; cache them with build_cache (python -m train.cache --data)")
+    data.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = weights_digest(vae)
+    if (out / INDEX_NAME).is_file():
+        raise FileExistsError(f"{out} already holds a cache; give a new --out")
+    indices = [i for i in range(clips) if manifest != "A" or clip_kind(seed=seed, index=i, tier=tier) == "clean"]
+    job = dict(seed=seed, size=config.resolution, tier=tier, min_seconds=min_seconds, max_seconds=max_seconds,
+               identities=None)
+    frontend = build_audio_frontend(config.audio)
+    vae = vae.eval()
+    cached: dict[str, int] = {}
+    kinds: dict[str, str] = {}
+    # spawn, not fork: the parent may hold a CUDA context; the workers only render (numpy)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
+    with pool if pool is not None else nullcontext():
+        made = (pool.map(_synthetic_clip, indices, [job] * len(indices), chunksize=4) if pool is not None
+                else (_synthetic_clip(i, job) for i in indices))
+        for clip in tqdm(made, total=len(indices), desc="synthetic clips -> cache", unit="clip"):
+            entry = encode_clip(clip.frames, pcm16_round_trip(clip.audio), vae=vae, frontend=frontend,
+                                config=config, batch_frames=batch_frames, clip_id=clip.id)
+            save_file(entry, str(out / f"{clip.id}.safetensors"))
+            write_labels(data, clip.id, clip.labels)
+            cached[clip.id] = int(entry["latents"].shape[0])
+            kinds[clip.id] = clip.labels["kind"]
+    _write_index(out, digest=digest, config=config, clips=cached)
+    write_world_index(data, kinds=kinds, tier=tier, clips=clips, job={**job, "clip_files": False},
+                      complete=manifest != "A")
+    return out
+
+
+def _synthetic_clip(index: int, job: dict[str, Any]):
+    from train.synthetic.dataset import make_clip
+
+    return make_clip(index=index, **job)
 
 
 def _write_index(out: Path, *, digest: str, config: ModelConfig, clips: dict[str, int]) -> None:
@@ -136,17 +206,33 @@ def open_cache(folder: str | Path, *, config: ModelConfig, vae_digest: str | Non
 def main(argv: list[str] | None = None) -> None:
     from fada_rt.checkpoint import load_vae
 
-    p = argparse.ArgumentParser(description="Cache VAE latents and audio features of a clip dataset.")
-    p.add_argument("--data", required=True, help="dataset folder in the clip format (clips/, manifests)")
+    p = argparse.ArgumentParser(description="Cache VAE latents and audio features of a clip dataset, or of the "
+                                            "synthetic world generated in memory (--synthetic N).")
+    p.add_argument("--data", required=True, help="dataset folder in the clip format (clips/, manifests); with "
+                                                 "--synthetic, the folder to create for the world's manifests and labels")
     p.add_argument("--vae", required=True, help="VAE checkpoint folder (python -m train.vae)")
     p.add_argument("--out", required=True, help="cache folder to create or extend")
     p.add_argument("--preset", default="tiny", help="model preset whose resolution and audio front-end to use")
     p.add_argument("--manifest", default=None, help="only the clips of this manifest (e.g. A or B)")
+    p.add_argument("--synthetic", type=int, default=None, metavar="N",
+                   help="generate clips 0..N-1 of the synthetic world in memory and cache them (the same entries as "
+                        "python -m train.synthetic --clips N --size RESOLUTION, then this command; no clip files)")
+    p.add_argument("--seed", type=int, default=0, help="with --synthetic: the world's seed")
+    p.add_argument("--tier", choices=("A", "B"), default="B", help="with --synthetic: the world's tier")
+    p.add_argument("--workers", type=int, default=2, help="with --synthetic: processes rendering clips")
+    p.add_argument("--device", default="cpu", help="device the VAE encodes on (cpu, cuda)")
     args = p.parse_args(argv)
+    if args.synthetic is None and (args.seed, args.tier, args.workers) != (0, "B", 2):
+        p.error("--seed, --tier and --workers describe a world generated with --synthetic N")
     config = get_preset(args.preset)
     vae = load_vae(args.vae, expect=config.vae)
     config = config.replace(vae=vae.config)
-    build_cache(data=args.data, out=args.out, vae=vae, config=config, manifest=args.manifest)
+    vae = vae.to(args.device)
+    if args.synthetic is None:
+        build_cache(data=args.data, out=args.out, vae=vae, config=config, manifest=args.manifest)
+    else:
+        build_synthetic_cache(data=args.data, out=args.out, vae=vae, config=config, clips=args.synthetic,
+                              seed=args.seed, tier=args.tier, manifest=args.manifest, workers=args.workers)
 
 
 if __name__ == "__main__":

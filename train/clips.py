@@ -13,7 +13,8 @@ One folder per dataset::
 
 Conventions (DESIGN.md §6 and the project brief): 25 fps, 16 kHz mono, frame k covers
 samples [640 k, 640 (k + 1)), so a clip of S samples has T = ceil(S / 640) frames.
-Only numpy, av, json and the standard library are used here.
+Only numpy, av, json and the standard library are used here; av only by the functions that read or
+write video (the in-memory synthetic cache of :mod:`train.cache` runs without PyAV).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 FORMAT_VERSION = 1
@@ -244,7 +244,7 @@ def read_labels(dataset: str | Path, clip_id: str) -> dict[str, Any]:
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write mono float audio in [-1, 1] as 16-bit PCM (values outside are clipped)."""
-    pcm = np.round(np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).astype("<i2")
+    pcm = _to_pcm16(audio)
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
         f.setsampwidth(2)
@@ -267,7 +267,20 @@ def read_wav(path: str | Path) -> np.ndarray:
         raise ClipError(f"{path}: need 16 kHz mono PCM16, got {rate} Hz, {channels} ch, {8 * width}-bit")
     if len(data) != 2 * n:
         raise ClipError(f"{path} is truncated: header says {n} samples, found {len(data) // 2}")
-    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0).astype(np.float32)
+    return _from_pcm16(np.frombuffer(data, dtype="<i2"))
+
+
+def pcm16_round_trip(audio: np.ndarray) -> np.ndarray:
+    """What :func:`read_wav` returns for ``audio`` written by :func:`write_wav` (bit-exact), without files."""
+    return _from_pcm16(_to_pcm16(audio))
+
+
+def _to_pcm16(audio: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).astype("<i2")
+
+
+def _from_pcm16(pcm: np.ndarray) -> np.ndarray:
+    return (pcm.astype(np.float32) / 32767.0).astype(np.float32)
 
 
 def _check_clip_id(clip_id: str) -> None:
@@ -276,6 +289,8 @@ def _check_clip_id(clip_id: str) -> None:
 
 
 def _write_video(path: Path, frames: np.ndarray, *, fps: int, lossless: bool) -> None:
+    import av
+
     _, h, w, _ = frames.shape
     container = av.open(str(path), "w", options={"fflags": "+bitexact"})
     try:
@@ -294,6 +309,8 @@ def _write_video(path: Path, frames: np.ndarray, *, fps: int, lossless: bool) ->
 
 
 def _read_video(path: Path) -> np.ndarray:
+    import av
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -308,6 +325,8 @@ def _read_video(path: Path) -> np.ndarray:
 
 def _read_media_file(path: Path) -> Clip:
     """A plain mp4/mkv with one video and one audio track (e.g. a generated result)."""
+    import av
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video or not container.streams.audio:

@@ -235,11 +235,13 @@ def distill(
     solve_cache: SolveCache | None = None,
     labels: dict[str, dict[str, Any]] | None = None,
     stop_after: int | None = None,
+    time_limit: float | None = None,
     validate=None,
     validate_every: int = 0,
     info: dict[str, Any] | None = None,
 ) -> list[float]:
-    """Distil a student from ``teacher`` into ``run_dir`` (resumable); returns this call's losses."""
+    """Distil a student from ``teacher`` into ``run_dir`` (resumable); returns this call's losses. The
+    teacher is moved to the run's device (accelerate's: a GPU where there is one) and left there."""
     windows = PerflowWindows(num_windows=config.num_windows, target=config.target)
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
     student = teacher.make_student(config.cfg_mode, seed=config.seed).set_trainable().train()  # runs repeat
@@ -250,8 +252,13 @@ def distill(
     run_dir.mkdir(parents=True, exist_ok=True)
     sample_log = run_dir / "samples.csv"
     labels = labels or {}
+    teacher_device: torch.device | None = None
 
     def step_fn(obj: nn.Module, step: int, rank: int, device: torch.device) -> tuple[Tensor, dict[str, float]]:
+        nonlocal teacher_device
+        if teacher_device != device:  # the frozen teacher follows the student onto the run's device
+            teacher.to(device)  # (accelerate moves only the objective, which holds the student)
+            teacher_device = device
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)
         d = draw_step(batch, config, windows, step=step, rank=rank)
         d = StepDraws(*(x.to(device) for x in dataclasses.astuple(d)))
@@ -271,7 +278,8 @@ def distill(
                         run_config=_json_ready(dataclasses.asdict(config)), run_dir=run_dir, role="student",
                         run_config_defaults=_json_ready(dataclasses.asdict(DistillConfig())),
                         lr_scale=lambda name: config.cfg_lr_scale if student.is_cfg_parameter(name) else 1.0,
-                        stop_after=stop_after, validate=validate, validate_every=validate_every, info=info)
+                        stop_after=stop_after, time_limit=time_limit, validate=validate,
+                        validate_every=validate_every, info=info)
 
 
 @dataclass
@@ -355,6 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the variant's)")
     p.add_argument("--solve-cache", default=None, help="folder caching the teacher's window solves")
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes of training with a resumable checkpoint (a time-limited "
+                        "machine; run the command again to go on)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, noise, window and scale draws")
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
     p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
@@ -411,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     info = {"command": command_line("train.distill", argv), "variant": args.variant, "teacher": str(args.teacher),
             "train_clips": len(sampler)}
     losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=args.run, solve_cache=solve_cache,
-                     labels=read_labels_for(args.data, clip_ids), stop_after=args.stop_after, validate=validate,
+                     labels=read_labels_for(args.data, clip_ids), stop_after=args.stop_after,
+                     time_limit=None if args.max_minutes is None else 60 * args.max_minutes, validate=validate,
                      validate_every=args.validate_every, info=info)
     if losses:
         print(f"steps run: {len(losses)}; mean loss of the last 100: {sum(losses[-100:]) / len(losses[-100:]):.4f}")

@@ -83,6 +83,7 @@ def run_training(
     info: dict[str, Any] | None = None,
     run_config_defaults: dict[str, Any] | None = None,
     lr_scale: Callable[[str], float] | None = None,
+    time_limit: float | None = None,
 ) -> list[float]:
     """Train ``model`` (through ``objective``, the module DDP wraps) from the newest checkpoint of
     ``run_dir``; returns this call's losses. ``run_config`` (JSON-able) must match on resume except
@@ -91,7 +92,9 @@ def run_training(
     ``lr_scale(name)``: a trainable parameter's learning rate as a multiple of ``loop.lr`` (one AdamW
     parameter group per distinct scale, the scale-1 group first; default: 1 for all).
     The EMA model is exported as a fada-rt checkpoint of ``role`` at each checkpoint
-    (``RUN/<role>-latest``) and at the end (``RUN/<role>``)."""
+    (``RUN/<role>-latest``) and at the end (``RUN/<role>``).
+    ``time_limit``: seconds of training after which the call checkpoints and returns early, like
+    ``stop_after`` (a run on a time-limited machine; run the same command again to go on)."""
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
@@ -125,6 +128,7 @@ def run_training(
     bar = tqdm(range(start, end), initial=start, total=steps, desc=role, unit="step",
                disable=not accelerator.is_main_process, file=sys.stderr)
     t0 = time.time()
+    done = start
     for step in bar:
         lr = loop.lr * min(1.0, (step + 1) / loop.warmup_steps)
         for group in optimizer.param_groups:
@@ -142,7 +146,10 @@ def run_training(
             log.write({"step": done, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
                        "seconds": round(time.time() - t0, 1), **logs})
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if done % loop.checkpoint_every == 0 or done == end:
+        # every rank reads rank 0's clock, so all of them stop at the same step
+        out_of_time = time_limit is not None and done < end and _broadcast_flag(
+            accelerator, time.time() - t0 >= time_limit)
+        if done % loop.checkpoint_every == 0 or done == end or out_of_time:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_training_state(step_dir(run_dir, done), model=model, ema=ema, optimizer=optimizer,
@@ -151,10 +158,24 @@ def run_training(
                 save_model(ema.model, run_dir / f"{role}-latest", role=role, info={**info, "step": done})
         if validate is not None and validate_every and done % validate_every == 0 and accelerator.is_main_process:
             log.write({"step": done, **validate(ema.model, done)}, kind="val")
-    if end == steps and accelerator.is_main_process:
+        if out_of_time:
+            accelerator.print(f"time limit of {time_limit:g} s reached at step {done}; checkpoint saved, "
+                              f"run the command again to resume")
+            break
+    if done == steps and accelerator.is_main_process:
         save_model(ema.model, run_dir / role, role=role, info={**info, "step": end})
     log.close()
     return losses
+
+
+def _broadcast_flag(accelerator: Any, flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank."""
+    if accelerator.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast
+
+    value = torch.tensor([float(flag)], device=accelerator.device)
+    return bool(broadcast(value, from_process=0).item())
 
 
 def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

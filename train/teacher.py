@@ -211,13 +211,15 @@ def train_teacher(
     config: TeacherTrainConfig,
     run_dir: str | Path,
     stop_after: int | None = None,
+    time_limit: float | None = None,
     validate: Callable[[FadaModel, int], dict[str, float]] | None = None,
     validate_every: int = 0,
     info: dict[str, Any] | None = None,
 ) -> list[float]:
     """Train (resuming from the newest checkpoint in ``run_dir``); returns the losses of this call.
 
-    ``stop_after``: return after that global step (tests, and runs split over sessions).
+    ``stop_after``: return after that global step (tests, and runs split over sessions); ``time_limit``:
+    after that many seconds (:func:`train.loop.run_training`).
     """
     expert = None if config.sync_expert is None else check_sync_expert(config.sync_expert, model)
     fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
@@ -240,7 +242,8 @@ def train_teacher(
                         run_config=dataclasses.asdict(config), run_dir=run_dir, role="teacher",
                         run_config_defaults=dataclasses.asdict(TeacherTrainConfig()),
                         lr_scale=lambda name: config.audio_lr_scale if model.is_audio_parameter(name) else 1.0,
-                        stop_after=stop_after, validate=validate, validate_every=validate_every, info=info)
+                        stop_after=stop_after, time_limit=time_limit, validate=validate,
+                        validate_every=validate_every, info=info)
 
 
 def check_sync_expert(folder: str | Path, model: FadaModel) -> SyncExpert:
@@ -310,6 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=LoopConfig.checkpoint_every,
                    help="steps between resumable checkpoints")
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes of training with a resumable checkpoint (a time-limited "
+                        "machine; run the command again to go on)")
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
     p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
     p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
@@ -367,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     info = {"command": command_line("train.teacher", argv),
             "train_clips": len(sampler), "preset": get_preset(args.preset).preset}
     losses = train_teacher(model=model, sampler=sampler, config=config, run_dir=args.run, stop_after=args.stop_after,
+                           time_limit=None if args.max_minutes is None else 60 * args.max_minutes,
                            validate=validate, validate_every=args.validate_every, info=info)
     if losses:
         print(f"steps run: {len(losses)}; mean loss of the last 100: {sum(losses[-100:]) / len(losses[-100:]):.4f}")

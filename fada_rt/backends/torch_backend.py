@@ -47,8 +47,7 @@ class TorchBackend(Backend):
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a CUDA device, the model is on {self.device}")
         if self.dtype != torch.float32:  # half precision: norms and the audio front-end stay fp32
-            keep_norms_fp32(model, dtype=self.dtype)
-            model.audio_encoder.float()
+            keep_fp32_parts(model, dtype=self.dtype)
         self.model = model.eval()
         self.compiled = compile
         self._decode = self.model.vae.decode
@@ -125,11 +124,22 @@ def prepare_model(model: FadaModel, *, device: str | torch.device, dtype: torch.
     """Move ``model`` to ``device``/``dtype`` for inference; half precision keeps norms and audio in fp32."""
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-    model = model.to(device=_check_device(device), dtype=dtype).eval()
-    model.audio_encoder.float()  # STFT / wav2vec2 front-end: fp32 always
+    model = model.to(device=_check_device(device)).eval()
+    for child in model.children():  # the audio front-end (STFT / wav2vec2) stays fp32, never rounded
+        if child is not model.audio_encoder:
+            child.to(dtype)
     if dtype != torch.float32:
-        keep_norms_fp32(model, dtype=dtype)
+        keep_fp32_parts(model, dtype=dtype)
     return model
+
+
+def keep_fp32_parts(model: FadaModel, *, dtype: torch.dtype) -> None:
+    """In a half-precision model: the audio front-end wholly fp32 (STFT or wav2vec2; its inputs and outputs
+    are fp32, so its own norms must not cast their outputs to ``dtype``) and every other norm fp32 inside."""
+    model.audio_encoder.float()
+    for child in model.children():
+        if child is not model.audio_encoder:
+            keep_norms_fp32(child, dtype=dtype)
 
 
 def keep_norms_fp32(module: nn.Module, *, dtype: torch.dtype) -> int:

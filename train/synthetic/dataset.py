@@ -48,6 +48,11 @@ def clip_identity(*, seed: int, index: int) -> tuple[Identity, Speaker]:
     return sample_identity(component_rng(seed, index, "identity")), sample_speaker(component_rng(seed, index, "speaker"))
 
 
+def clip_kind(*, seed: int, index: int, tier: str) -> str:
+    """The kind clip ``index`` of the world with ``seed`` is drawn as (cheap: nothing is rendered)."""
+    return choose_kind(component_rng(seed, index, "kind"), tier)
+
+
 def make_clip(
     *,
     seed: int,
@@ -63,8 +68,7 @@ def make_clip(
     check_tier(tier)
     if not 0 < min_seconds <= max_seconds:
         raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
-    drawn = choose_kind(component_rng(seed, index, "kind"), tier)
-    kind = drawn if kind is None else kind
+    kind = clip_kind(seed=seed, index=index, tier=tier) if kind is None else kind
     tier_of(kind)  # validates the kind
     frames_n = round(component_rng(seed, index, "length").uniform(min_seconds, max_seconds) * FPS)
     num_samples = frames_n * SAMPLES_PER_FRAME
@@ -158,10 +162,18 @@ def generate_dataset(
                 kinds[cid] = kind
                 bar.update()
     bar.close()
+    return write_world_index(out, kinds=kinds, tier=tier, clips=clips,
+                             job={k: v for k, v in job.items() if k != "out"})
+
+
+def write_world_index(out: Path, *, kinds: dict[str, str], tier: str, clips: int, job: dict[str, Any],
+                      complete: bool = True) -> dict[str, Any]:
+    """Manifests (A: the clean clips; B: all of a complete tier-B world) and ``world.json`` of a
+    generated world whose clip ``kinds`` are ``{clip_id: kind}``; returns the summary."""
     write_manifest(out, "A", [c for c, k in kinds.items() if k == "clean"])
-    if tier == "B":
+    if tier == "B" and complete:
         write_manifest(out, "B", list(kinds))
-    summary = {"generator_version": GENERATOR_VERSION, **{k: v for k, v in job.items() if k != "out"}, "clips": clips}
+    summary = {"generator_version": GENERATOR_VERSION, **job, "clips": clips}
     summary["kinds"] = {k: sum(1 for v in kinds.values() if v == k) for k in sorted(set(kinds.values()))}
     (out / "world.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
