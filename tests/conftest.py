@@ -22,6 +22,25 @@ def make_tiny_model(seed: int = 0, **config_changes) -> FadaModel:
     return FadaModel(config).eval()
 
 
+def tiny_wav2vec2(seed: int = 0):
+    """A 2-layer, 32-wide random-init transformers Wav2Vec2Model (group-norm feature encoder), eval mode."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    return Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                                        num_conv_pos_embedding_groups=4)).eval()
+
+
+def make_wav2vec2_model(seed: int = 0) -> FadaModel:
+    """The tiny preset with :func:`tiny_wav2vec2` as its audio front-end (the sd15 kind of front-end), eval mode."""
+    from fada_rt.config import AudioConfig
+    from fada_rt.models.audio import build_audio_frontend
+
+    config = get_preset("tiny").replace(audio=AudioConfig(kind="wav2vec2", num_layers=2, dim=32))
+    return FadaModel(config, audio_encoder=build_audio_frontend(config.audio, tiny_wav2vec2(seed))).eval()
+
+
 def assert_same_run(a: list[float], b: list[float]) -> None:
     """Losses of two training runs that must replay each other: bit-identical on the CPU; on a CUDA GPU (where
     accelerate trains whenever there is one) equal up to rounding, since cuDNN/cuBLAS kernels are not bitwise

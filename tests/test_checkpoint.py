@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_model, random_chunk, randomize_zero_init
+from conftest import make_tiny_model, make_wav2vec2_model, random_chunk, randomize_zero_init
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
@@ -142,18 +142,7 @@ def test_vae_checkpoint_round_trip(tmp_path: Path) -> None:
 
 def test_wav2vec2_model_round_trip(tmp_path: Path) -> None:
     """A wav2vec2 front-end travels inside the checkpoint, with its transformers config."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    from fada_rt.config import AudioConfig
-    from fada_rt.models.audio import build_audio_frontend
-    from fada_rt.models.fada import FadaModel
-
-    torch.manual_seed(0)
-    config = get_preset("tiny").replace(audio=AudioConfig(kind="wav2vec2", num_layers=2, dim=32))
-    w2v = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=64, conv_dim=(16,) * 7,
-                                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4))
-    model = FadaModel(config, audio_encoder=build_audio_frontend(config.audio, w2v)).eval()
+    model = make_wav2vec2_model(seed=0)
     save_model(model, tmp_path / "w", role="teacher")
     loaded, _ = load_model(tmp_path / "w")
     wave = torch.randn(1, 8000) * 0.1

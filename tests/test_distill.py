@@ -181,7 +181,8 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
     config = _quick(VARIANTS["B-fixed-0.2"])
     sampler = ChunkSampler(cache, config=teacher.config, seed=0)
     solves = SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d", config=config)
-    first = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "a", solve_cache=solves)
+    first = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "a",
+                    solve_cache=solves)
     assert len(list(solves.folder.glob("r0_s*.safetensors"))) == 2
     # another variant of the same family reuses the solves; the teacher is never called again
     other = _quick(VARIANTS["B-adaptive-0.5"])
@@ -193,7 +194,8 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
         raise AssertionError("the cached solve should have been used")
 
     monkeypatch.setattr(distill_mod, "teacher_solve", no_teacher)
-    again = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "b", solve_cache=solves)
+    again = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "b",
+                    solve_cache=solves)
     assert_same_run(again, first)
     fast = _quick(VARIANTS["fast"])
     assert SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d",

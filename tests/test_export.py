@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_model, random_chunk, randomize_zero_init
+from conftest import make_tiny_model, make_wav2vec2_model, random_chunk, randomize_zero_init
 
 from export.__main__ import main
 from export.engines import export_engines
@@ -184,19 +184,9 @@ def test_external_data_for_large_models(fast_student: Path, tmp_path: Path) -> N
 
 
 def test_wav2vec2_graph_at_any_length(tmp_path: Path) -> None:
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
     from fada_rt.backends.graph_backend import GraphBackend
-    from fada_rt.config import AudioConfig
-    from fada_rt.models.audio import Wav2Vec2Frontend
-    from fada_rt.models.fada import FadaModel
 
-    torch.manual_seed(0)
-    w2v = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                                       num_conv_pos_embedding_groups=4)).eval()
-    config = make_tiny_model().config.replace(audio=AudioConfig(kind="wav2vec2", num_layers=2, dim=32))
-    model = FadaModel(config, audio_encoder=Wav2Vec2Frontend(config.audio, w2v)).eval()
+    model = make_wav2vec2_model(seed=0)
     ckpt = save_model(model, tmp_path / "ckpt", role="teacher")
     manifest = export_engines(checkpoint=ckpt, out=tmp_path / "eng", graphs=["wav2vec2", "audio_proj"],
                               log=lambda _: None)
@@ -204,7 +194,7 @@ def test_wav2vec2_graph_at_any_length(tmp_path: Path) -> None:
     spec = manifest.graphs["wav2vec2"].spec
     runners = {n: OrtRunner(open_session(tmp_path / "eng" / e.onnx), e.spec) for n, e in manifest.graphs.items()}
     unused = {n: None for n in RUNTIME_GRAPHS if n not in runners}
-    backend = GraphBackend(config, {**runners, **unused}, device="cpu")
+    backend = GraphBackend(model.config, {**runners, **unused}, device="cpu")
     for samples in (300, 7000, spec.dynamic[0].opt):  # shorter than the conv stack's field, odd, traced length
         wave = torch.randn(1, samples) * 0.1
         with torch.no_grad():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_model, random_chunk, randomize_zero_init
+from conftest import make_tiny_model, random_chunk, randomize_zero_init, tiny_wav2vec2
 
 from fada_rt.config import AudioConfig, ModelConfig, get_preset
 from fada_rt.models.audio import MelFrontend, Wav2Vec2Frontend, num_video_frames, window_features
@@ -76,12 +76,7 @@ def test_mel_frontend_frames_and_locality() -> None:
 
 
 def test_wav2vec2_frontend_shapes() -> None:
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    torch.manual_seed(0)
-    w2v = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=64, conv_dim=(16,) * 7,
-                                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)).eval()
+    w2v = tiny_wav2vec2(seed=0)
     cfg = AudioConfig(kind="wav2vec2", num_layers=2, dim=32)
     front = Wav2Vec2Frontend(cfg, w2v)
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model, randomize_zero_init
+from conftest import make_tiny_model, make_wav2vec2_model, randomize_zero_init
 
 from fada_rt.backends import BackendUnavailable, create_backend
 from fada_rt.backends.torch_backend import TorchBackend, keep_norms_fp32, prepare_model
@@ -278,21 +278,8 @@ def test_backend_factory_errors(tmp_path):
 def test_half_precision_keeps_a_wav2vec2_front_end_wholly_fp32():
     """wav2vec2's own GroupNorm/LayerNorms stay plain fp32 modules in a half model (sd15's front-end): their
     outputs feed fp32 convolutions, so the features equal the fp32 model's exactly."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    from fada_rt.config import AudioConfig, get_preset
-    from fada_rt.models.audio import build_audio_frontend
-    from fada_rt.models.fada import FadaModel
-
-    config = get_preset("tiny").replace(audio=AudioConfig(kind="wav2vec2", num_layers=2, dim=32))
-    models = []
-    for _ in range(2):
-        torch.manual_seed(3)
-        w2v = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                           intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                                           num_conv_pos_embedding_groups=4))  # group-norm feature encoder
-        models.append(FadaModel(config, audio_encoder=build_audio_frontend(config.audio, w2v)).eval())
-    ref_model, half_model = models[0], prepare_model(models[1], device="cpu", dtype=torch.bfloat16)
+    ref_model = make_wav2vec2_model(seed=3)
+    half_model = prepare_model(make_wav2vec2_model(seed=3), device="cpu", dtype=torch.bfloat16)
     backend = TorchBackend(half_model)
     assert half_model.denoiser.unet.conv_in.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in half_model.audio_encoder.parameters())

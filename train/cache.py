@@ -130,9 +130,9 @@ def build_synthetic_cache(*, data: str | Path, out: str | Path, vae: VAE, config
         raise FileExistsError(f"{data} holds clip files; cache them with build_cache (python -m train.cache --data)")
     data.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    digest = weights_digest(vae)
     if (out / INDEX_NAME).is_file():
         raise FileExistsError(f"{out} already holds a cache; give a new --out")
+    digest = weights_digest(vae)
     indices = [i for i in range(clips) if manifest != "A" or clip_kind(seed=seed, index=i, tier=tier) == "clean"]
     job = dict(seed=seed, size=config.resolution, tier=tier, min_seconds=min_seconds, max_seconds=max_seconds,
                identities=None)

@@ -55,7 +55,7 @@ from fada_rt.sampling import (
     window_start_latent,
 )
 from train.data import ChunkBatch, ChunkSampler
-from train.loop import LoopConfig, run_training, step_seed
+from train.loop import LoopConfig, add_max_minutes, run_training, step_seed, time_limit_of
 from train.sample_log import log_samples, read_labels_for
 from train.solve_cache import SolveCache
 from train.weighting import (
@@ -363,9 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the variant's)")
     p.add_argument("--solve-cache", default=None, help="folder caching the teacher's window solves")
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after this many minutes of training with a resumable checkpoint (a time-limited "
-                        "machine; run the command again to go on)")
+    add_max_minutes(p)
     p.add_argument("--seed", type=int, default=0, help="seed of data, noise, window and scale draws")
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
     p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
@@ -423,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
             "train_clips": len(sampler)}
     losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=args.run, solve_cache=solve_cache,
                      labels=read_labels_for(args.data, clip_ids), stop_after=args.stop_after,
-                     time_limit=None if args.max_minutes is None else 60 * args.max_minutes, validate=validate,
+                     time_limit=time_limit_of(args), validate=validate,
                      validate_every=args.validate_every, info=info)
     if losses:
         print(f"steps run: {len(losses)}; mean loss of the last 100: {sum(losses[-100:]) / len(losses[-100:]):.4f}")

@@ -203,6 +203,18 @@ def _prune(run_dir: Path, keep: int) -> None:
         shutil.rmtree(old)
 
 
+def add_max_minutes(parser: Any) -> None:
+    """``--max-minutes`` of the trainers' CLIs; :func:`time_limit_of` turns it into ``time_limit``."""
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after this many minutes of training with a resumable checkpoint (a time-limited "
+                             "machine; run the command again to go on)")
+
+
+def time_limit_of(args: Any) -> float | None:
+    """``run_training``'s ``time_limit`` (seconds) from parsed ``--max-minutes``."""
+    return None if args.max_minutes is None else 60.0 * args.max_minutes
+
+
 def command_line(module: str, argv: list[str] | None) -> str:
     return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
 

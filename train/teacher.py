@@ -33,7 +33,7 @@ from fada_rt.config import PREDICTIONS
 from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
 from train.data import ChunkBatch, ChunkSampler
-from train.loop import LoopConfig, command_line, run_training, step_seed
+from train.loop import LoopConfig, add_max_minutes, command_line, run_training, step_seed, time_limit_of
 from train.sync_expert import SyncExpert, load_sync_expert
 from train.weighting import (
     MOTION_MAPS,
@@ -313,9 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=LoopConfig.checkpoint_every,
                    help="steps between resumable checkpoints")
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after this many minutes of training with a resumable checkpoint (a time-limited "
-                        "machine; run the command again to go on)")
+    add_max_minutes(p)
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
     p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
     p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
@@ -373,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     info = {"command": command_line("train.teacher", argv),
             "train_clips": len(sampler), "preset": get_preset(args.preset).preset}
     losses = train_teacher(model=model, sampler=sampler, config=config, run_dir=args.run, stop_after=args.stop_after,
-                           time_limit=None if args.max_minutes is None else 60 * args.max_minutes,
+                           time_limit=time_limit_of(args),
                            validate=validate, validate_every=args.validate_every, info=info)
     if losses:
         print(f"steps run: {len(losses)}; mean loss of the last 100: {sum(losses[-100:]) / len(losses[-100:]):.4f}")

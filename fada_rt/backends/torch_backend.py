@@ -125,9 +125,8 @@ def prepare_model(model: FadaModel, *, device: str | torch.device, dtype: torch.
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     model = model.to(device=_check_device(device)).eval()
-    for child in model.children():  # the audio front-end (STFT / wav2vec2) stays fp32, never rounded
-        if child is not model.audio_encoder:
-            child.to(dtype)
+    for child in _beside_audio(model):  # the audio front-end (STFT / wav2vec2) stays fp32, never rounded
+        child.to(dtype)
     if dtype != torch.float32:
         keep_fp32_parts(model, dtype=dtype)
     return model
@@ -137,9 +136,13 @@ def keep_fp32_parts(model: FadaModel, *, dtype: torch.dtype) -> None:
     """In a half-precision model: the audio front-end wholly fp32 (STFT or wav2vec2; its inputs and outputs
     are fp32, so its own norms must not cast their outputs to ``dtype``) and every other norm fp32 inside."""
     model.audio_encoder.float()
-    for child in model.children():
-        if child is not model.audio_encoder:
-            keep_norms_fp32(child, dtype=dtype)
+    for child in _beside_audio(model):
+        keep_norms_fp32(child, dtype=dtype)
+
+
+def _beside_audio(model: FadaModel) -> list[nn.Module]:
+    """The model's networks other than its audio front-end."""
+    return [child for child in model.children() if child is not model.audio_encoder]
 
 
 def keep_norms_fp32(module: nn.Module, *, dtype: torch.dtype) -> int:
