@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from benchmarks.metrics.suite import reference_portrait
 from fada_rt.media import VideoWriter
@@ -28,15 +29,17 @@ class Generated:
     frames: int
 
 
-def generate_clip(pipeline: AvatarPipeline, *, portrait: np.ndarray, audio: np.ndarray, seed: int) -> np.ndarray:
-    """uint8 (T, H, W, 3) for 16 kHz mono ``audio`` (T = ceil(S / 640)), chunk by chunk."""
+def generate_clip(pipeline: AvatarPipeline, *, portrait: np.ndarray, audio: np.ndarray, seed: int,
+                  progress: str | None = None) -> np.ndarray:
+    """uint8 (T, H, W, 3) for 16 kHz mono ``audio`` (T = ceil(S / 640)), chunk by chunk; ``progress``:
+    show a progress bar with this label."""
     avatar = pipeline.prepare(portrait)
     windows = pipeline.audio_windows(audio)  # (1, T, 2w+1, L, D)
     state = pipeline.initial_state(avatar)
     generator = torch.Generator().manual_seed(seed)
     f = pipeline.chunk_frames
     out = []
-    for start in range(0, windows.shape[1], f):
+    for start in tqdm(range(0, windows.shape[1], f), desc=progress, unit="chunk", disable=progress is None):
         frames, state = pipeline.generate(avatar, windows[:, start : start + f], state, generator=generator)
         out.append(frames)
     return np.concatenate(out)

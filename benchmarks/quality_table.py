@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ from benchmarks.generation import generate_clips
 from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds, seed_list
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import load_model
+from fada_rt.config import RolloutConfig
 from fada_rt.pipeline import AvatarPipeline
 from train.clips import list_clips, read_clip
 
@@ -62,6 +64,7 @@ class Method:
     sampler: str
     cfg_audio: float | None = None  # guidance scales (None: the checkpoint's default, else the paper's)
     cfg_ref: float | None = None
+    rollout: RolloutConfig | None = None  # how chunks are chained (None: the checkpoint's own)
 
 
 METHODS: tuple[Method, ...] = (
@@ -134,15 +137,24 @@ METHODS: tuple[Method, ...] = (
            "teacher-6x3", 1.5, 1.0),
     Method("5", "GPU-teacher balanced, CFG 1.5 / 1", "distill-gpu/balanced", "student", "balanced", 1.5, 1.0),
     Method("5", "GPU-teacher fast, CFG 1.5 / 1", "distill-gpu/fast", "student", "fast", 1.5, 1.0),
+    # the endless avatar (docs/experiments/2026-12-04-endless-avatar.md): the fast student above re-anchored
+    # (no training), the teacher trained 2500 steps more with the mixed noise prior (RUNS/teacher-ns95) and its
+    # students (RUNS/distill-ns/<variant>), each at its checkpoint's rollout (shared noise, motion anchor 0.5)
+    Method("6", "GPU-teacher fast, re-anchored (motion anchor 0.5)", "distill-gpu/fast", "student", "fast",
+           rollout=RolloutConfig(motion_anchor=0.5)),
+    Method("6", "endless teacher, DDIM 6 x 3", "teacher-ns95", "teacher", "teacher-6x3"),
+    Method("6", "endless balanced", "distill-ns/balanced", "student", "balanced"),
+    Method("6", "endless fast (the default)", "distill-ns/fast", "student", "fast"),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
     "3": "Table 3 — adaptive mixed-supervised distillation (PeRFlow on B, 3 CFG branches)",
     "4": "Table 4 — multi-CFG distillation (PeRFlow + adaptive-0.25 on B)",
-    "5": "Shipped — motion-weighted teachers (MW, --motion-weight 1; 2500, 7500 and 10000 steps, the last "
-         "with the training set's motion map), the lip-sync expert's hinge on top (the t <= 900 one shipped "
-         "before, with its students) and that teacher trained 6 minutes more on a GPU (batch 128: shipped now, "
-         "with its balanced and fast students)",
+    "5": "Shipped before — motion-weighted teachers (MW, --motion-weight 1; 2500, 7500 and 10000 steps, the last "
+         "with the training set's motion map), the lip-sync expert's hinge on top and that teacher trained 6 "
+         "minutes more on a GPU (batch 128, with its balanced and fast students: shipped until the endless avatar)",
+    "6": "Shipped — the endless avatar: motion frames re-anchored to the portrait, the session's noise shared "
+         "by all frames (the teacher trained for it, its students distilled with it); see long_run.md for minutes",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),
@@ -173,7 +185,7 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
     folder = runs / method.run / method.checkpoint
     model, meta = load_model(folder, role=method.checkpoint)
     pipeline = AvatarPipeline(TorchBackend(model, role=method.checkpoint), sampler=method.sampler,
-                              cfg_audio=method.cfg_audio, cfg_ref=method.cfg_ref)
+                              cfg_audio=method.cfg_audio, cfg_ref=method.cfg_ref, rollout=method.rollout)
     summaries, seconds, frames = [], 0.0, 0
     for i, s in enumerate(seeds):
         videos = None if video_dir is None or i else video_dir / _slug(method.name)
@@ -184,6 +196,7 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
     return {"table": method.table, "method": method.name, "nfe": pipeline.nfe, "sampler": method.sampler,
             "cfg": None if g.mode == "conditional" else [float(g.cfg_a), float(g.cfg_r)],
             "checkpoint": str(folder), "train_step": meta["info"].get("step"), "seeds": seeds,
+            "rollout": dataclasses.asdict(pipeline.rollout),
             **mean_over_seeds(summaries, METRIC_KEYS + MOUTH_KEYS),
             **{f"{k}_seeds": [float(s[k]) for s in summaries] for k in ("sync_distance", "sync_confidence")},
             "seconds_per_frame": seconds / frames, "clips": len(refs)}

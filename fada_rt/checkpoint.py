@@ -11,6 +11,7 @@ Also here: initialising ReferenceNet, denoiser and VAE from a local SD1.5 diffus
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fada_rt.config import ModelConfig, VAEConfig, dataclass_from_dict
+from fada_rt.config import ModelConfig, RolloutConfig, VAEConfig, dataclass_from_dict
 from fada_rt.models.audio import Wav2Vec2Frontend, build_audio_frontend
 from fada_rt.models.denoiser import DenoisingUNet
 from fada_rt.models.fada import FadaModel
@@ -135,7 +136,33 @@ def set_guidance_scales(path: str | Path, scales: tuple[float, float] | None) ->
     """Make ``scales`` = (cfg_a, cfg_r) the checkpoint's default guidance (None: back to the paper's);
     rewrites ``config.json`` only (weights untouched) and returns the new config."""
     config, _ = read_model_config(path)  # validates the folder first
-    new = config.replace(guidance_scales=None if scales is None else (float(scales[0]), float(scales[1])))
+    return _rewrite_config(path, config.replace(
+        guidance_scales=None if scales is None else (float(scales[0]), float(scales[1]))))
+
+
+def set_rollout(path: str | Path, rollout: RolloutConfig) -> ModelConfig:
+    """Make ``rollout`` (motion-frame noise step, noise sharing) what the runtime feeds this checkpoint;
+    rewrites ``config.json`` only. Set what the model was trained for and measured with
+    (``python -m benchmarks.long_run``)."""
+    config, _ = read_model_config(path)
+    return _rewrite_config(path, config.replace(rollout=rollout))
+
+
+def rollout_with(rollout: RolloutConfig, pairs: list[str]) -> RolloutConfig:
+    """``rollout`` with the ``KEY=VALUE`` pairs of the command line applied (typed and checked as config)."""
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set-rollout takes KEY=VALUE pairs, got {pair!r}")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--set-rollout {key}: {value!r} is not a number or true/false") from err
+    return dataclass_from_dict(RolloutConfig, {**dataclasses.asdict(rollout), **changes}, path="rollout")
+
+
+def _rewrite_config(path: str | Path, new: ModelConfig) -> ModelConfig:
     file = Path(path) / CONFIG_NAME
     raw = json.loads(file.read_text())
     raw["model"] = new.to_dict()
@@ -286,19 +313,26 @@ def main(argv: list[str] | None = None) -> None:
                    help="make these Eq. 9 scales the default of guided samplers for this checkpoint "
                         "(measure first: python -m benchmarks.guidance_sweep)")
     p.add_argument("--clear-guidance", action="store_true", help="back to the paper's scales (§4.1)")
+    p.add_argument("--set-rollout", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="how the runtime chains this model's chunks (fada_rt.config.RolloutConfig), e.g. "
+                        "motion_anchor=0.5 noise_sharing=1; keys not given keep their value. Set what the model was "
+                        "trained for and measured with (python -m benchmarks.long_run)")
     args = p.parse_args(argv)
     if args.set_guidance is not None and args.clear_guidance:
         p.error("give --set-guidance or --clear-guidance, not both")
-    if args.set_guidance is not None or args.clear_guidance:
-        try:
+    try:
+        if args.set_guidance is not None or args.clear_guidance:
             set_guidance_scales(args.checkpoint, None if args.clear_guidance else tuple(args.set_guidance))
-        except ValueError as err:
-            p.error(str(err))
+        if args.set_rollout is not None:
+            set_rollout(args.checkpoint, rollout_with(read_model_config(args.checkpoint)[0].rollout, args.set_rollout))
+    except (TypeError, ValueError) as err:
+        p.error(str(err))
     config, meta = read_model_config(args.checkpoint)
-    scales = config.guidance_scales
+    scales, ro = config.guidance_scales, config.rollout
     guidance = "the paper's" if scales is None else f"{scales[0]:g} / {scales[1]:g}"
     print(f"{args.checkpoint}: {meta['role']}, preset {config.preset}, cfg mode {config.cfg.mode}, "
-          f"prediction {config.prediction}, step {meta['info'].get('step')}, default guidance {guidance}")
+          f"prediction {config.prediction}, step {meta['info'].get('step')}, default guidance {guidance}, "
+          f"rollout {dataclasses.asdict(ro)}")
 
 
 if __name__ == "__main__":

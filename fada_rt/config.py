@@ -164,6 +164,38 @@ class CFGConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """How chunk after chunk is generated at run time: what a model was trained to be fed (DESIGN.md §8).
+
+    Each chunk's motion frames are the model's own previous output, so what it gets wrong is fed to the
+    next chunk. ``motion_noise_step``: the motion latents are forward-noised to this training index before
+    they condition a chunk (Hallo2's motion-frame noise; for a model trained with motion latents noised
+    to ``U{0..N-1}``); 0 feeds them clean. ``noise_sharing``: the share rho of every frame's start noise
+    that is common to all frames of the session, ``eps = sqrt(rho) shared + sqrt(1 - rho) own`` (PYoCo's
+    mixed noise prior; for a model trained with it), so each frame's fine detail is not drawn on its own;
+    0 draws every frame's noise independently. ``reference_sink``: the first of the ``M`` motion-frame slots
+    always holds the portrait's latent and the other ``M - 1`` the last generated latents (a clean anchor in
+    the temporal context, where the model already looks for detail; for a model trained with it).
+    ``motion_anchor``: the motion latents are pulled towards the portrait's latent before they condition a
+    chunk, ``ref + (1 - a) (m - ref)``: whatever the model got wrong in a chunk reaches the next one
+    scaled by ``1 - a``, so errors cannot pile up chunk after chunk (re-anchoring; needs no training).
+    """
+
+    motion_noise_step: int = 0
+    noise_sharing: float = 0.0
+    reference_sink: bool = False
+    motion_anchor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.motion_noise_step < 1000:
+            raise ValueError(f"motion_noise_step must be a training index in [0, 999], got {self.motion_noise_step}")
+        if not 0.0 <= self.noise_sharing <= 1.0:
+            raise ValueError(f"noise_sharing must be in [0, 1], got {self.noise_sharing}")
+        if not 0.0 <= self.motion_anchor <= 1.0:
+            raise ValueError(f"motion_anchor must be in [0, 1] (0: none, 1: the portrait alone), got {self.motion_anchor}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     preset: str = "sd15"
     resolution: int = 512
@@ -185,6 +217,8 @@ class ModelConfig:
     #: None: the paper's §4.1 scales of the sampler. Set on a checkpoint with ``python -m
     #: fada_rt.checkpoint --set-guidance``.
     guidance_scales: tuple[float, float] | None = None
+    #: how chunks are chained at run time (checkpoints without the key: clean motion frames, independent noise)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:

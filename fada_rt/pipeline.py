@@ -10,13 +10,21 @@ windowed audio features ``(1, n, 2w+1, L, D)``, n <= F:
 
 1. conditions = reference K/V (cached) + motion features of ``state.motion_latents`` + audio tokens;
 2. ``denoiser = backend.bind(conditions)`` — the sampler never knows which backend runs;
-3. noise ``(1, F, C, h, w)`` from the pipeline's explicit generator, sampled by the chosen sampler:
+3. noise ``(1, F, C, h, w)`` from the pipeline's explicit generator (with a share ``noise_sharing`` common to
+   every frame of the session, drawn once per state), sampled by the chosen sampler:
    ``fast`` (PeRFlow 6 steps, CFG-distilled student, 6 NFE), ``balanced`` (6 steps x 3 multi-CFG
    branches, 18 NFE), ``teacher`` (trailing DDIM 25 steps x 3 branches, 75 NFE); the guidance
    scales of Eq. 9 are a pipeline parameter (``cfg_audio``, ``cfg_ref``; default the checkpoint's own,
    else the paper's);
 4. VAE decode of the first ``n`` latents;
-5. the new motion latents are the last ``M`` generated **latents** (no decode/encode round trip).
+5. the new motion latents are the last ``M`` generated **latents** (no decode/encode round trip); they
+   condition the next chunk pulled towards the portrait's latent by ``motion_anchor`` (0: not at all),
+   forward-noised to ``motion_noise_step`` (0: clean), and with a ``reference_sink`` the first slot holds
+   the portrait's latent instead.
+
+``noise_sharing``, ``motion_anchor``, ``motion_noise_step`` and ``reference_sink`` are the checkpoint's
+:class:`fada_rt.config.RolloutConfig` (what it was trained to be fed) unless the pipeline is given another
+``rollout``.
 
 The first chunk's motion latents are the reference latent repeated ``M`` times. A partial last chunk
 (n < F) is padded by repeating its last audio window (as :func:`window_features` replicates the
@@ -35,6 +43,7 @@ import torch
 from torch import Tensor
 
 from fada_rt.backends.base import Backend
+from fada_rt.config import RolloutConfig
 from fada_rt.media import load_image
 from fada_rt.models.fada import ReferenceCache
 from fada_rt.sampling import (
@@ -48,6 +57,8 @@ from fada_rt.sampling import (
     SampleResult,
     StudentPlan,
     ddim_sample,
+    noise_motion,
+    share_noise,
     student_sample,
 )
 
@@ -146,11 +157,12 @@ class Avatar:
 
 @dataclass(frozen=True, eq=False)
 class ChunkState:
-    """What carries over between chunks: the motion latents and the frame counter."""
+    """What carries over between chunks: the motion latents, the session's shared noise and the frame counter."""
 
     motion_latents: Tensor  # (1, M, C, h, w)
     next_frame: int = 0
     chunks: int = 0
+    shared_noise: Tensor | None = None  # (1, 1, C, h, w), drawn at the first chunk when noise is shared
 
 
 # ---- the pipeline --------------------------------------------------------------------------------
@@ -158,11 +170,13 @@ class ChunkState:
 
 class AvatarPipeline:
     def __init__(self, backend: Backend, *, sampler: str = "fast", cfg_audio: float | None = None,
-                 cfg_ref: float | None = None, cache_size: int = 4) -> None:
-        """``cfg_audio``/``cfg_ref``: guidance scales of Eq. 9 (None: the model's own, else the paper's)."""
+                 cfg_ref: float | None = None, rollout: RolloutConfig | None = None, cache_size: int = 4) -> None:
+        """``cfg_audio``/``cfg_ref``: guidance scales of Eq. 9 (None: the model's own, else the paper's);
+        ``rollout``: how chunks are chained (None: the model's own, ``ModelConfig.rollout``)."""
         self.backend = backend
         self.config = backend.config
         self.sampler = check_sampler(sampler, backend, cfg_audio=cfg_audio, cfg_ref=cfg_ref)
+        self.rollout = rollout if rollout is not None else self.config.rollout
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Avatar] = OrderedDict()
 
@@ -172,7 +186,7 @@ class AvatarPipeline:
                         dtype: str | torch.dtype | None = None, compile: bool = False,
                         cuda_graphs: bool | None = None, preset: str | None = None,
                         sampler: str = "fast", cfg_audio: float | None = None,
-                        cfg_ref: float | None = None) -> AvatarPipeline:
+                        cfg_ref: float | None = None, rollout: RolloutConfig | None = None) -> AvatarPipeline:
         """Build the backend (``checkpoint`` None = the shipped tiny checkpoint of ``sampler`` for torch)."""
         from fada_rt.assets import default_checkpoint
         from fada_rt.backends import create_backend
@@ -181,7 +195,7 @@ class AvatarPipeline:
             checkpoint = default_checkpoint(sampler)
         return cls(create_backend(backend, checkpoint=checkpoint, engine_dir=engine_dir, device=device,
                                   dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, preset=preset),
-                   sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref)
+                   sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref, rollout=rollout)
 
     # ---- shapes ----------------------------------------------------------------------------------
     @property
@@ -236,10 +250,24 @@ class AvatarPipeline:
         n = windows.shape[1]
         if n < f:  # partial last chunk: repeat the last window, trim the output below
             windows = torch.cat([windows, windows[:, -1:].expand(-1, f - n, -1, -1, -1)], dim=1)
-        conditions = self.backend.conditions(avatar.reference, state.motion_latents, windows)
-        denoiser = self.backend.bind(conditions)
-        c, h = self.config.vae.latent_channels, self.config.latent_size
+        c, h, ro = self.config.vae.latent_channels, self.config.latent_size, self.rollout
         noise = torch.randn((1, f, c, h, h), generator=generator, dtype=torch.float32, device=generator.device)
+        shared = state.shared_noise
+        if ro.noise_sharing > 0:
+            if shared is None:  # once per session: every chunk's frames share it
+                shared = torch.randn((1, 1, c, h, h), generator=generator, dtype=torch.float32, device=generator.device)
+            noise = share_noise(noise, shared, ro.noise_sharing)
+        motion = state.motion_latents[:, int(ro.reference_sink):]  # (1, M or M - 1, C, h, w)
+        ref = avatar.latent[:, None].to(motion)  # (1, 1, C, h, w)
+        if ro.motion_anchor > 0:
+            motion = ref + (1.0 - ro.motion_anchor) * (motion - ref)
+        if ro.motion_noise_step > 0:
+            drawn = torch.randn(motion.shape, generator=generator, dtype=torch.float32, device=generator.device)
+            motion = noise_motion(motion, drawn.to(motion.device), ro.motion_noise_step)
+        if ro.reference_sink:
+            motion = torch.cat([ref, motion], dim=1)  # (1, M, C, h, w)
+        conditions = self.backend.conditions(avatar.reference, motion, windows)
+        denoiser = self.backend.bind(conditions)
         start = SD15_SCHEDULE.start_latent(noise.to(self.backend.device), avatar.latent.to(self.backend.device))
         result = self.sampler.run(denoiser=denoiser, noise=start)  # (1, F, C, h, w) from t = 1
         latents = result.z0.float()  # (1, F, C, h, w)
@@ -248,4 +276,4 @@ class AvatarPipeline:
         frames = frames.permute(0, 2, 3, 1).cpu().numpy()  # (n, H, W, 3)
         motion = torch.cat([state.motion_latents.to(latents.device), latents[:, :n]], dim=1)[:, -m:]
         return frames, ChunkState(motion_latents=motion.contiguous(), next_frame=state.next_frame + n,
-                                  chunks=state.chunks + 1)
+                                  chunks=state.chunks + 1, shared_noise=shared)

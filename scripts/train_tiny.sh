@@ -154,11 +154,36 @@ TGPU=(--teacher "$RUNS/teacher-gpu-r2/teacher" --data "$DATA" --cache "$CACHE" -
 python -m train.distill "${TGPU[@]}" --run "$RUNS/distill-gpu/balanced" --variant balanced
 python -m train.distill "${TGPU[@]}" --run "$RUNS/distill-gpu/fast" --variant fast \
   --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 --cfg-lr-scale 10
+
+# 6. the endless avatar (docs/experiments/2026-12-04-endless-avatar.md). Shipped: the GPU teacher (r2) 2500 steps
+#    more with its own objective and the mixed noise prior (each sample's frames share rho ~ U(0, 0.95) of their
+#    noise), its students distilled with rho ~ U(0, 1); all three run with the session's noise shared by every
+#    frame (noise_sharing=1) and the motion frames pulled half-way to the portrait (motion_anchor=0.5).
+#    Candidates measured beside it: Hallo2's motion-frame noise (mn100) and a reference sink with it (sink-mn50).
+ENDLESS=(--data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-gpu-r2/teacher" --steps 2500
+         --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --motion-weight 1 --motion-map dataset
+         --sync-expert "$RUNS/sync-expert" --sync-weight 0.1 --sync-target audio-hinge --sync-max-t 900
+         --checkpoint-every 500 --seed 30)
+python -m train.teacher "${ENDLESS[@]}" --run "$RUNS/teacher-ns95" --noise-sharing-max 0.95
+python -m train.teacher "${ENDLESS[@]}" --run "$RUNS/teacher-mn100" --motion-noise-steps 100
+python -m train.teacher "${ENDLESS[@]}" --run "$RUNS/teacher-sink-mn50" --reference-sink --motion-noise-steps 50
+TNS=(--teacher "$RUNS/teacher-ns95/teacher" --data "$DATA" --cache "$CACHE" --solve-cache "$SOLVES"
+     --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1 --motion-map dataset --noise-sharing-max 1)
+python -m train.distill "${TNS[@]}" --run "$RUNS/distill-ns/balanced" --variant balanced
+python -m train.distill "${TNS[@]}" --run "$RUNS/distill-ns/fast" --variant fast \
+  --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 --cfg-lr-scale 10
+for ckpt in teacher-ns95/teacher distill-ns/balanced/student distill-ns/fast/student; do
+  python -m fada_rt.checkpoint "$RUNS/$ckpt" --set-rollout motion_anchor=0.5 noise_sharing=1
+done
+
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
-# (the rows of the last group of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
+# (the rows of the last two groups of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
-cp -r "$RUNS/distill-gpu/fast/student" fada_rt/assets/tiny-fast
-cp -r "$RUNS/distill-gpu/balanced/student" fada_rt/assets/tiny-balanced
-cp -r "$RUNS/teacher-gpu-r2/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/distill-ns/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill-ns/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/teacher-ns95/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
-for asset in tiny-fast tiny-balanced tiny-teacher; do python -m fada_rt.checkpoint "fada_rt/assets/$asset" --set-guidance 1.5 1; done
+# the long runs of the shipped models (benchmarks/results/long_run.{json,md,png} and long_run/)
+python -m benchmarks.long_run --sampler fast --name "endless fast (the default)"
+python -m benchmarks.long_run --sampler balanced --name "endless balanced"
+python -m benchmarks.long_run --sampler teacher-6x3 --name "endless teacher, DDIM 6 x 3"

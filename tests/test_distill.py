@@ -200,9 +200,9 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
     fast = _quick(VARIANTS["fast"])
     assert SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d",
                       config=fast).folder != solves.folder
-    noisy = dataclasses.replace(config, motion_noise=0.5)  # other motion inputs, other solves
-    assert SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d",
-                      config=noisy).folder != solves.folder
+    for other in ({"motion_noise_steps": 50}, {"noise_sharing_max": 0.5}):  # other inputs, other solves
+        assert SolveCache(tmp_path / "solves", teacher_digest=weights_digest(teacher), data_digest="d",
+                          config=dataclasses.replace(config, **other)).folder != solves.folder
 
 
 def test_cfg_ranges_bound_the_drawn_scales(world) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_same_run, make_tiny_model
@@ -108,7 +109,8 @@ def test_resume_a_run_saved_before_an_option_existed(tiny_cache, tmp_path: Path)
                   config=_config(steps=3, checkpoint_every=2), run_dir=tmp_path / "r", stop_after=2)
     state = tmp_path / "r" / "checkpoints" / "step_0000002" / "state.json"
     meta = json.loads(state.read_text())
-    for key in ("motion_weight", "motion_noise", "audio_lr_scale", "motion_map"):  # a run before these options
+    for key in ("motion_weight", "motion_noise_steps", "noise_sharing_max", "audio_lr_scale",
+                "motion_map"):  # a run before these options
         del meta["run_config"][key]
     for group in meta["optimizer"]["param_groups"]:
         del group["lr_scale"]
@@ -239,20 +241,27 @@ def test_motion_noise_perturbs_only_the_motion_frames(tiny_cache) -> None:
     model = make_tiny_model()
     clean = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2).batch(step=3, batch_size=32)
     noisy = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2,
-                         motion_noise=0.5).batch(step=3, batch_size=32)
+                         motion_noise_steps=16).batch(step=3, batch_size=64)
     again = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2,
-                         motion_noise=0.5).batch(step=3, batch_size=32)
+                         motion_noise_steps=16).batch(step=3, batch_size=64)
+    clean = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.2).batch(step=3, batch_size=64)
     # the same chunks (the noise comes from its own random stream) ...
     assert clean.clip_ids == noisy.clip_ids and clean.starts == noisy.starts
     assert torch.equal(clean.x0, noisy.x0) and torch.equal(clean.reference, noisy.reference)
     assert torch.equal(clean.audio, noisy.audio)
     assert torch.equal(noisy.motion, again.motion)  # a function of the step, like every draw
-    # ... with Gaussian noise of a per-chunk std sigma ~ U(0, 0.5) on the motion latents
-    sigma = (noisy.motion - clean.motion).flatten(1).std(dim=1)  # (B,)
-    assert sigma.max() < 0.5 * 1.1 and sigma.min() > 0.0
-    assert 0.15 < sigma.mean() < 0.35  # E[sigma] = 0.25
-    with pytest.raises(ValueError, match="motion_noise"):
-        ChunkSampler(cache, config=model.config, seed=0, motion_noise=-0.1)
+    # ... forward-noised to a training index s ~ U{0..15} drawn per chunk from the noise stream
+    rng = np.random.default_rng([0, 3, 0, 1])
+    steps = rng.integers(0, 16, size=64)
+    n = torch.from_numpy(rng.standard_normal(tuple(clean.motion.shape), dtype=np.float32))
+    abar = SD15_SCHEDULE.alphas_cumprod[steps].where(torch.from_numpy(steps) > 0, torch.ones(()))
+    a = abar.float().view(-1, 1, 1, 1, 1)
+    assert torch.allclose(noisy.motion, a.sqrt() * clean.motion + (1 - a).sqrt() * n, atol=1e-6)
+    assert torch.equal(noisy.motion[steps == 0], clean.motion[steps == 0])  # s = 0: clean motion frames
+    assert 0 < (steps == 0).sum() < 64
+    for bad in (-1, 1001, 0.5):
+        with pytest.raises(ValueError, match="motion_noise_steps"):
+            ChunkSampler(cache, config=model.config, seed=0, motion_noise_steps=bad)
 
 
 def test_truncated_snr_weighting(tiny_cache) -> None:
@@ -373,3 +382,24 @@ def test_prediction_override_fine_tunes_an_epsilon_checkpoint(tiny_cache, tmp_pa
     train_teacher(model=model, sampler=_sampler(model, cache), config=_config(steps=2), run_dir=tmp_path / "run")
     reloaded, _ = load_model(tmp_path / "run" / "teacher", role="teacher")
     assert reloaded.config.prediction == "v"
+
+
+def test_reference_sink_holds_the_reference_in_the_first_slot(tiny_cache, tmp_path: Path) -> None:
+    """--reference-sink: motion slot 0 is the chunk's reference latent (never noised), the others the frames
+    before the chunk; the trained checkpoint tells the runtime so (and where its motion noise sits)."""
+    _, cache = tiny_cache
+    model = make_tiny_model()
+    plain = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.0).batch(step=2, batch_size=16)
+    sink = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.0, reference_sink=True,
+                        motion_noise_steps=40).batch(step=2, batch_size=16)
+    assert torch.equal(sink.motion[:, 0], sink.reference)  # clean
+    assert torch.equal(sink.x0, plain.x0) and torch.equal(sink.reference, plain.reference)
+    clean_sink = ChunkSampler(cache, config=model.config, seed=0, p_motion_from_reference=0.0,
+                              reference_sink=True).batch(step=2, batch_size=16)
+    assert torch.equal(clean_sink.motion[:, 1], plain.motion[:, 1])  # M = 2: the frame just before the chunk
+    assert not torch.equal(sink.motion[:, 1], clean_sink.motion[:, 1])  # noised
+    config = dataclasses.replace(_config(steps=2), reference_sink=True, motion_noise_steps=40, noise_sharing_max=0.5)
+    sampler = ChunkSampler(cache, config=model.config, seed=0, reference_sink=True, motion_noise_steps=40)
+    train_teacher(model=model.train(), sampler=sampler, config=config, run_dir=tmp_path / "r")
+    saved = json.loads((tmp_path / "r" / "teacher" / "config.json").read_text())["model"]["rollout"]
+    assert saved == {"motion_noise_step": 20, "noise_sharing": 0.5, "reference_sink": True, "motion_anchor": 0.0}

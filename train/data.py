@@ -5,11 +5,16 @@ A training chunk is ``F`` consecutive frames of one clip with
 * motion frames = the ``M`` frames preceding the chunk (the reference latent where the clip has
   none before, and, with probability ``p_motion_from_reference``, for all of them — which is what
   the runtime feeds the first chunk),
-* optionally, Gaussian noise on the motion frames (``motion_noise``: per chunk ``sigma ~ U(0, max)``,
-  ``motion + sigma * n``). At inference the motion frames are the previous chunk's *generated*
-  latents, never the ground truth: trained on clean ground truth only, the network copies their
-  detail, errors compound chunk by chunk and long videos drift (exposure bias). The noise teaches it
-  to take detail from the reference and only pose and motion from the motion frames.
+* optionally, motion-frame noise (``motion_noise_steps`` N: per chunk ``s ~ U{0..N-1}``, the motion latents
+  forward-noised to training index s, :func:`fada_rt.sampling.noise_motion`; Hallo2). At inference the
+  motion frames are the previous chunk's *generated* latents, never the ground truth: trained on clean
+  ground truth only, the network copies their detail, errors compound chunk by chunk and long videos
+  drift (exposure bias). The noise teaches it to take detail from the reference and only pose and
+  motion from the motion frames; the runtime feeds them noised to its checkpoint's
+  ``RolloutConfig.motion_noise_step``.
+* optionally a reference sink (``reference_sink``): the first motion slot holds the chunk's reference latent
+  (never noised) and the other ``M - 1`` the frames preceding the chunk, as the runtime feeds a model
+  whose ``RolloutConfig.reference_sink`` is set;
 * the audio windows (±w frames, edges replicated at the clip's ends, as offline inference does).
 
 Every random draw of a batch comes from ``numpy.random.default_rng([seed, step, rank])``, so a
@@ -24,7 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fada_rt.config import ModelConfig
+from fada_rt.config import ModelConfig, RolloutConfig
+from fada_rt.sampling import noise_motion, share_noise
 
 
 @dataclass
@@ -41,17 +47,67 @@ class ChunkBatch:
                           self.audio.to(device, dtype), self.clip_ids, self.starts)
 
 
+def check_motion_noise_steps(steps: int) -> None:
+    """Motion-frame noise levels U{0..steps-1} must be training indices (0: clean motion frames)."""
+    if not (isinstance(steps, int) and 0 <= steps <= 1000):
+        raise ValueError(f"motion_noise_steps must be an int in [0, 1000] (0: clean motion frames), got {steps!r}")
+
+
+def check_noise_sharing_max(value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"noise_sharing_max must be in [0, 1] (0: independent noise per frame), got {value!r}")
+
+
+def draw_shared_noise(eps: Tensor, sharing_max: float, gen: torch.Generator) -> Tensor:
+    """Training noise under the mixed noise prior (:func:`fada_rt.sampling.share_noise`): ``eps`` (B, F, *S)
+    mixed with a noise shared by each sample's frames at a share ``rho ~ U(0, sharing_max)`` per sample,
+    drawn after ``eps`` from the same generator (so the other draws of a step do not change); 0: ``eps``."""
+    check_noise_sharing_max(sharing_max)
+    if sharing_max == 0:
+        return eps
+    shared = torch.randn((eps.shape[0], 1, *eps.shape[2:]), generator=gen).to(eps)
+    rho = sharing_max * torch.rand(eps.shape[0], generator=gen)
+    return share_noise(eps, shared, rho.to(eps.device))
+
+
+def trained_rollout(config: ModelConfig, *, motion_noise_steps: int, noise_sharing_max: float,
+                    reference_sink: bool) -> ModelConfig:
+    """The model config a run exports: its :class:`fada_rt.config.RolloutConfig` set to what the run trains
+    on (the sink; motion noise at the middle of its range, ``N // 2``; the largest noise share), so the
+    runtime feeds the checkpoint what it learnt. A run without these options keeps the config's own;
+    measure and adjust with ``python -m fada_rt.checkpoint --set-rollout``."""
+    if not (motion_noise_steps or noise_sharing_max or reference_sink):
+        return config
+    return config.replace(rollout=RolloutConfig(motion_noise_step=motion_noise_steps // 2,
+                                                noise_sharing=noise_sharing_max, reference_sink=reference_sink))
+
+
+def add_rollout_options(p) -> None:
+    """The command-line options of both trainers for what the runtime feeds a model chunk after chunk
+    (:class:`fada_rt.config.RolloutConfig`), declared once."""
+    p.add_argument("--motion-noise-steps", type=int, default=0,
+                   help="motion latents forward-noised to a training index drawn from U{0..N-1} per chunk "
+                        "(Hallo2): robustness to the model's own motion frames in long videos; 0: clean (the paper)")
+    p.add_argument("--noise-sharing-max", type=float, default=0.0,
+                   help="mixed noise prior: each sample's frames share a part rho ~ U(0, this) of their noise "
+                        "(PYoCo), for runtimes that share noise across frames (less flicker); 0: independent")
+    p.add_argument("--reference-sink", action="store_true",
+                   help="the first motion-frame slot holds the reference latent, the others the preceding frames: "
+                        "a clean anchor in the temporal context (default: all slots the preceding frames)")
+
+
 class ChunkSampler:
     def __init__(self, cache: dict[str, dict[str, Tensor]], *, config: ModelConfig, seed: int,
-                 p_motion_from_reference: float = 0.1, motion_noise: float = 0.0) -> None:
+                 p_motion_from_reference: float = 0.1, motion_noise_steps: int = 0,
+                 reference_sink: bool = False) -> None:
         if not 0.0 <= p_motion_from_reference <= 1.0:
             raise ValueError(f"p_motion_from_reference must be in [0, 1], got {p_motion_from_reference}")
-        if motion_noise < 0.0:
-            raise ValueError(f"motion_noise (the largest noise std on motion latents) must be >= 0, got {motion_noise}")
+        check_motion_noise_steps(motion_noise_steps)
         self.config = config
         self.seed = seed
         self.p_ref_motion = p_motion_from_reference
-        self.motion_noise = motion_noise
+        self.motion_noise_steps = motion_noise_steps
+        self.sink = int(reference_sink)  # motion slots before the generated ones
         f = config.num_frames
         self.clips = {cid: c for cid, c in cache.items() if c["latents"].shape[0] >= f}
         if not self.clips:
@@ -65,11 +121,12 @@ class ChunkSampler:
         rng = np.random.default_rng([self.seed, step, rank])
         items = [self.chunk(self.ids[rng.integers(len(self.ids))], rng) for _ in range(batch_size)]
         motion = torch.stack([it[2] for it in items]).float()  # (B, M, C, h, w)
-        if self.motion_noise > 0:  # its own stream: the chunks are those of the same run without noise
+        if self.motion_noise_steps > 0:  # its own stream: the chunks are those of the same run without noise
             noise_rng = np.random.default_rng([self.seed, step, rank, 1])
-            sigma = noise_rng.uniform(0.0, self.motion_noise, size=batch_size).astype(np.float32)
-            n = noise_rng.standard_normal(tuple(motion.shape), dtype=np.float32)
-            motion = motion + torch.from_numpy(sigma).view(-1, 1, 1, 1, 1) * torch.from_numpy(n)
+            s = torch.from_numpy(noise_rng.integers(0, self.motion_noise_steps, size=batch_size))
+            n = torch.from_numpy(noise_rng.standard_normal(tuple(motion.shape), dtype=np.float32))
+            k = self.sink  # the sink slot stays clean
+            motion = torch.cat([motion[:, :k], noise_motion(motion[:, k:], n[:, k:], s).float()], dim=1)
         return ChunkBatch(
             x0=torch.stack([it[0] for it in items]).float(),
             reference=torch.stack([it[1] for it in items]).float(),
@@ -89,8 +146,9 @@ class ChunkSampler:
         if rng.random() < self.p_ref_motion:
             motion = ref[None].expand(c.motion_frames, *ref.shape)
         else:
-            idx = [s - c.motion_frames + j for j in range(c.motion_frames)]
-            motion = torch.stack([lat[i] if i >= 0 else ref for i in idx])
+            generated = c.motion_frames - self.sink  # slots the runtime fills with generated latents
+            idx = [s - generated + j for j in range(generated)]
+            motion = torch.stack([ref] * self.sink + [lat[i] if i >= 0 else ref for i in idx])
         w = c.audio.window
         win = (s + torch.arange(c.num_frames)[:, None] + torch.arange(-w, w + 1)[None]).clamp(0, t - 1)  # (F, W)
         return lat[s : s + c.num_frames], ref, motion, feats[win], clip_id, s

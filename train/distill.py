@@ -54,7 +54,15 @@ from fada_rt.sampling import (
     teacher_window_solve,
     window_start_latent,
 )
-from train.data import ChunkBatch, ChunkSampler
+from train.data import (
+    ChunkBatch,
+    ChunkSampler,
+    add_rollout_options,
+    check_motion_noise_steps,
+    check_noise_sharing_max,
+    draw_shared_noise,
+    trained_rollout,
+)
 from train.loop import LoopConfig, add_max_minutes, run_training, step_seed, time_limit_of
 from train.sample_log import log_samples, read_labels_for
 from train.solve_cache import SolveCache
@@ -83,8 +91,12 @@ class DistillConfig:
     p_drop_audio: float = 0.1
     p_drop_both: float = 0.1
     p_motion_from_reference: float = 0.1
-    #: largest std of Gaussian noise on the motion latents (train/data.py), as the teacher trained with
-    motion_noise: float = 0.0
+    #: motion latents forward-noised to U{0..N-1} (train/data.py), as the teacher trained with
+    motion_noise_steps: int = 0
+    #: mixed noise prior of the window starts' eps (train/data.py), as the teacher trained with
+    noise_sharing_max: float = 0.0
+    #: the first motion slot holds the reference latent (train/data.py), as the runtime's RolloutConfig.reference_sink
+    reference_sink: bool = False
     #: per-pixel weight of moving regions in both losses (train/weighting.py); 0: uniform (the paper)
     motion_weight: float = 0.0
     #: its per-pixel motion: "chunk" (each chunk's own) or "dataset" (one fixed map), as train.teacher --motion-map
@@ -99,6 +111,8 @@ class DistillConfig:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
         check_motion_weight(self.motion_weight)
         check_motion_map(self.motion_map)
+        check_motion_noise_steps(self.motion_noise_steps)
+        check_noise_sharing_max(self.noise_sharing_max)
         if not (math.isfinite(self.cfg_lr_scale) and self.cfg_lr_scale > 0):
             raise ValueError(f"cfg_lr_scale must be a finite number > 0, got {self.cfg_lr_scale}")
         for name in ("cfg_a_range", "cfg_r_range"):
@@ -117,7 +131,8 @@ class DistillConfig:
 
     def solve_key(self) -> dict[str, Any]:
         """The config fields a teacher solve depends on (shared by variants that differ elsewhere)."""
-        keys = ["batch_size", "manifest", "num_windows", "substeps", "seed", "p_motion_from_reference", "motion_noise"]
+        keys = ["batch_size", "manifest", "num_windows", "substeps", "seed", "p_motion_from_reference", "motion_noise_steps",
+                "noise_sharing_max", "reference_sink"]
         keys += ["cfg_a_range", "cfg_r_range"] if self.cfg_conditioned else ["p_drop_audio", "p_drop_both"]
         return {"conditioning": "cfg" if self.cfg_conditioned else "branch",
                 **{k: getattr(self, k) for k in keys}}
@@ -191,7 +206,7 @@ def draw_step(batch: ChunkBatch, config: DistillConfig, windows: PerflowWindows,
     else:
         keep_ref = u >= config.p_drop_both
         keep_audio = u >= config.p_drop_both + config.p_drop_audio
-    return StepDraws(eps, t, window, cfg, keep_audio, keep_ref)
+    return StepDraws(draw_shared_noise(eps, config.noise_sharing_max, gen), t, window, cfg, keep_audio, keep_ref)
 
 
 # ---- the student side ----------------------------------------------------------------------------
@@ -245,6 +260,8 @@ def distill(
     windows = PerflowWindows(num_windows=config.num_windows, target=config.target)
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
     student = teacher.make_student(config.cfg_mode, seed=config.seed).set_trainable().train()  # runs repeat
+    student.config = trained_rollout(student.config, motion_noise_steps=config.motion_noise_steps,
+                                     noise_sharing_max=config.noise_sharing_max, reference_sink=config.reference_sink)
     teacher = teacher.eval()  # its solves run under no_grad
     fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
     objective = DistillObjective(student, config.motion_weight, fixed_map)
@@ -368,9 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
     p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
     p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
-    p.add_argument("--motion-noise", type=float, default=0.0,
-                   help="largest std of Gaussian noise on the motion latents (give the teacher's train.teacher "
-                        "--motion-noise); 0: clean")
+    add_rollout_options(p)  # give the teacher's
     p.add_argument("--motion-weight", type=float, default=0.0,
                    help="weight of moving pixels (mouth, eyes) in the losses, as train.teacher --motion-weight; "
                         "0: uniform pixels")
@@ -396,14 +411,16 @@ def main(argv: list[str] | None = None) -> None:
     if cfg_options and not config.cfg_conditioned:
         p.error(f"--cfg-a-range / --cfg-r-range / --cfg-lr-scale are for CFG-conditioned variants; "
                 f"{args.variant!r} is branch-wise")
-    config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise=args.motion_noise,
+    config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise_steps=args.motion_noise_steps,
+                                 noise_sharing_max=args.noise_sharing_max, reference_sink=args.reference_sink,
                                  motion_weight=args.motion_weight, motion_map=args.motion_map, **cfg_options,
                                  batch_size=args.batch_size if args.batch_size is not None else config.batch_size)
     teacher, _ = load_model(args.teacher, role="teacher")
     clip_ids = read_manifest(args.data, config.manifest)
     cache = open_cache(args.cache, config=teacher.config, vae_digest=weights_digest(teacher.vae), clip_ids=clip_ids)
     sampler = ChunkSampler(cache, config=teacher.config, seed=config.seed,
-                           p_motion_from_reference=config.p_motion_from_reference, motion_noise=config.motion_noise)
+                           p_motion_from_reference=config.p_motion_from_reference,
+                           motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink)
     solve_cache = None
     if args.solve_cache:
         data_digest = hashlib.sha256(json.dumps(sorted(clip_ids)).encode() + weights_digest(teacher.vae).encode())

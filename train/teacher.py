@@ -32,7 +32,15 @@ from torch import Tensor, nn
 from fada_rt.config import PREDICTIONS
 from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
-from train.data import ChunkBatch, ChunkSampler
+from train.data import (
+    ChunkBatch,
+    ChunkSampler,
+    add_rollout_options,
+    check_motion_noise_steps,
+    check_noise_sharing_max,
+    draw_shared_noise,
+    trained_rollout,
+)
 from train.loop import LoopConfig, add_max_minutes, command_line, run_training, step_seed, time_limit_of
 from train.sync_expert import SyncExpert, load_sync_expert
 from train.weighting import (
@@ -51,8 +59,12 @@ class TeacherTrainConfig:
     p_drop_audio: float = 0.1
     p_drop_both: float = 0.1
     p_motion_from_reference: float = 0.1
-    #: largest std of the Gaussian noise on motion latents (train/data.py; 0: clean, the paper)
-    motion_noise: float = 0.0
+    #: motion latents forward-noised to a training index U{0..N-1} (train/data.py; 0: clean, the paper)
+    motion_noise_steps: int = 0
+    #: mixed noise prior: a share rho ~ U(0, this) of each sample's noise common to its frames (0: independent)
+    noise_sharing_max: float = 0.0
+    #: the first motion slot holds the reference latent (train/data.py), as the runtime's RolloutConfig.reference_sink
+    reference_sink: bool = False
     seed: int = 0
     #: per-timestep weight of Eq. 1: "uniform" (the paper) or "truncated_snr", max(1, 1/SNR(t)).
     loss_weighting: str = "uniform"
@@ -78,6 +90,8 @@ class TeacherTrainConfig:
             raise ValueError("p_drop_audio + p_drop_both must be < 1")
         check_motion_weight(self.motion_weight)
         check_motion_map(self.motion_map)
+        check_motion_noise_steps(self.motion_noise_steps)
+        check_noise_sharing_max(self.noise_sharing_max)
         if not self.audio_lr_scale > 0:
             raise ValueError(f"audio_lr_scale must be > 0, got {self.audio_lr_scale}")
         check_sync_options(weight=self.sync_weight, has_expert=self.sync_expert is not None, target=self.sync_target)
@@ -191,7 +205,7 @@ def draw_noise(batch: ChunkBatch, config: TeacherTrainConfig, *, step: int, rank
     u = torch.rand(b, generator=gen)
     keep_ref = u >= config.p_drop_both
     keep_audio = u >= config.p_drop_both + config.p_drop_audio
-    return eps, t, keep_audio, keep_ref
+    return draw_shared_noise(eps, config.noise_sharing_max, gen), t, keep_audio, keep_ref
 
 
 def fixed_eval_batch(sampler: ChunkSampler, *, batch_size: int = 8, seed: int = 1234):
@@ -222,6 +236,8 @@ def train_teacher(
     after that many seconds (:func:`train.loop.run_training`).
     """
     expert = None if config.sync_expert is None else check_sync_expert(config.sync_expert, model)
+    model.config = trained_rollout(model.config, motion_noise_steps=config.motion_noise_steps,
+                                   noise_sharing_max=config.noise_sharing_max, reference_sink=config.reference_sink)
     fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
     objective = TeacherObjective(model.set_trainable(), config.loss_weighting, config.motion_weight,
                                  sync_expert=expert, sync_weight=config.sync_weight, sync_max_t=config.sync_max_t,
@@ -324,9 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prediction", default=None, choices=PREDICTIONS,
                    help="what the UNet outputs: epsilon (SD1.5) or v (the tiny preset); default: the preset's, "
                         "or --init's; giving another fine-tunes the checkpoint into it")
-    p.add_argument("--motion-noise", type=float, default=TeacherTrainConfig.motion_noise,
-                   help="largest std of Gaussian noise added to the motion-frame latents (per chunk, uniform in "
-                        "[0, this]): robustness to the generated motion frames of long videos; 0: clean (the paper)")
+    add_rollout_options(p)
     p.add_argument("--motion-weight", type=float, default=TeacherTrainConfig.motion_weight,
                    help="weight of moving pixels in Eq. 1: (1 + K s / mean(s)) / (1 + K), s = each latent pixel's "
                         "std over the chunk (mouth, eyes): lip-sync detail; 0: uniform pixels (the paper)")
@@ -350,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     loop = LoopConfig(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
                       checkpoint_every=args.checkpoint_every)
     config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed,
-                                loss_weighting=args.loss_weighting, motion_noise=args.motion_noise,
+                                loss_weighting=args.loss_weighting, motion_noise_steps=args.motion_noise_steps,
+                                noise_sharing_max=args.noise_sharing_max, reference_sink=args.reference_sink,
                                 motion_weight=args.motion_weight, motion_map=args.motion_map,
                                 audio_lr_scale=args.audio_lr_scale,
                                 sync_expert=args.sync_expert, sync_weight=args.sync_weight,
@@ -360,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae),
                        clip_ids=read_manifest(args.data, args.manifest))
     sampler = ChunkSampler(cache, config=model.config, seed=config.seed,
-                           p_motion_from_reference=config.p_motion_from_reference, motion_noise=config.motion_noise)
+                           p_motion_from_reference=config.p_motion_from_reference,
+                           motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink)
     validate = None
     if args.validate_every:
         from train.validate import Validator

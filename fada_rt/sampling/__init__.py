@@ -7,6 +7,7 @@
 * ``window_solve``: the teacher window solve (Eq. 2) and a distillation batch.
 * ``student``: the student scheduler and sampler (6 steps: 18 or 6 NFE).
 * ``weighting``: the adaptive ground-truth weight W(R) (Eq. 8).
+* ``noise``: the mixed noise prior and motion-frame noise for chaining chunks.
 * ``analytic``: an exact denoiser for Gaussian data (reference / network-free stand-in).
 """
 
@@ -25,6 +26,7 @@ from fada_rt.sampling.guidance import (
     guided_eps,
     multi_cfg,
 )
+from fada_rt.sampling.noise import noise_motion, share_noise
 from fada_rt.sampling.perflow import (
     PerflowWindows,
     draw_training_times,
@@ -89,7 +91,9 @@ __all__ = [
     "make_distillation_batch",
     "mixed_supervision_loss",
     "multi_cfg",
+    "noise_motion",
     "perflow_target",
+    "share_noise",
     "student_input",
     "student_sample",
     "student_step",
