@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.metrics.suite import Extractors, evaluate_clips
-from train.clips import clip_id_of, list_clips, read_clip
+from fada_rt.clips import clip_id_of, list_clips, read_clip
+from fada_rt.metrics.suite import Extractors, evaluate_clips
 
 ROWS = (
     ("sync_offset", "sync offset (frames, mean)"),
@@ -102,22 +102,22 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _extractors(a: argparse.Namespace) -> Extractors:
-    from benchmarks.metrics.features import FixedClipFeatures, FixedFrameFeatures
-    from benchmarks.metrics.mouth import WEIGHTS_DIR, MouthEstimator
+    from fada_rt.metrics.features import FixedClipFeatures, FixedFrameFeatures
+    from fada_rt.metrics.mouth import WEIGHTS_DIR, MouthEstimator
 
     est = MouthEstimator.load(a.mouth_weights or WEIGHTS_DIR)
     frame = FixedFrameFeatures()
     ex = Extractors(frame=frame, clip=FixedClipFeatures(frame), sync=est, mouth=est)
     if a.inception:
-        from benchmarks.metrics.extractors.inception import InceptionFeatures
+        from fada_rt.metrics.extractors.inception import InceptionFeatures
 
         ex.frame = InceptionFeatures.from_file(a.inception)
     if a.i3d:
-        from benchmarks.metrics.extractors.i3d import I3DFeatures
+        from fada_rt.metrics.extractors.i3d import I3DFeatures
 
         ex.clip = I3DFeatures.from_file(a.i3d)
     if a.syncnet:
-        from benchmarks.metrics.extractors.syncnet import SyncNetEmbedder
+        from fada_rt.metrics.extractors.syncnet import SyncNetEmbedder
 
         ex.sync = SyncNetEmbedder.from_file(a.syncnet)
     return ex

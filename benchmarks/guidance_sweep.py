@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.generation import generate_clips
-from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds, seed_list
 from benchmarks.quality_table import load_refs
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import load_model
-from fada_rt.pipeline import SAMPLERS, AvatarPipeline
-from train.clips import Clip
+from fada_rt.clips import FPS, Clip
+from fada_rt.pipeline import AvatarPipeline
+from fada_rt.sampling import SAMPLERS
 
 KEYS = ("sync_distance", "sync_confidence", "sync_abs_offset", "mouth_open_corr", "mouth_width_corr", "fid", "fvd",
         "identity_error", "jitter")
@@ -42,8 +41,12 @@ def segment(clips: list[Clip], part: str, frames: int) -> list[Clip]:
 def sweep(*, checkpoint: str | Path, sampler: str, scales: list[tuple[float, float]], refs: list[Clip],
           segment_frames: int, seed: int | Sequence[int] = 0) -> list[dict[str, Any]]:
     """One row per (cfg_a, cfg_r): the metrics on whole clips and on their first / last segments, averaged
-    over the noise seeds (:func:`benchmarks.metrics.suite.mean_over_seeds`); ``all_seeds`` keeps the
+    over the noise seeds (:func:`fada_rt.metrics.suite.mean_over_seeds`); ``all_seeds`` keeps the
     whole-clip metrics of each seed."""
+    # the metrics (opencv, scipy: the [metrics] extra) are imported where they run: --help needs none
+    from fada_rt.metrics.generation import generate_clips
+    from fada_rt.metrics.suite import Extractors, evaluate_clips, mean_over_seeds, seed_list
+
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
     seeds = seed_list(seed)
@@ -84,16 +87,19 @@ def parse_scales(values: list[str]) -> list[tuple[float, float]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Score one checkpoint at several guidance scales, with a drift breakdown.")
     p.add_argument("--checkpoint", required=True, help="teacher or student checkpoint folder")
-    p.add_argument("--sampler", default="teacher-6x3", help="a guided sampler: teacher, teacher-6x3, balanced, fast")
-    p.add_argument("--scales", nargs="+", default=["6.5,2.5", "2,1"], help="CFG_A,CFG_R pairs (Eq. 9)")
+    p.add_argument("--sampler", default="teacher-6x3", choices=tuple(SAMPLERS),
+                   help="a guided sampler: teacher, teacher-6x3, balanced, fast (default: %(default)s)")
+    p.add_argument("--scales", nargs="+", default=["6.5,2.5", "2,1"],
+                   help="CFG_A,CFG_R pairs (Eq. 9; default: %(default)s)")
     p.add_argument("--data", required=True, help="held-out dataset (clip format)")
-    p.add_argument("--manifest", default="A", help="held-out manifest (clean clips)")
-    p.add_argument("--clips", type=int, default=16, help="held-out clips")
-    p.add_argument("--max-frames", type=int, default=75, help="frames per clip (75 = 3 s)")
-    p.add_argument("--segment", type=int, default=32, help="frames of the first / last segment (>= 25)")
+    p.add_argument("--manifest", default="A", help="held-out manifest (clean clips; default: %(default)s)")
+    p.add_argument("--clips", type=int, default=16, help="held-out clips (default: %(default)s)")
+    p.add_argument("--max-frames", type=int, default=75, help=f"frames per clip (default: %(default)s, {75 / FPS:g} s)")
+    p.add_argument("--segment", type=int, default=32,
+                   help="frames of the first / last segment (>= 25: the sync offset search; default: %(default)s)")
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="noise seed(s); several average every metric over the seeds (one seed's Sync-D moves ~0.02)")
-    p.add_argument("--out", default="benchmarks/results", help="folder for guidance_sweep.json")
+    p.add_argument("--out", default="benchmarks/results", help="folder for guidance_sweep.json (default: %(default)s)")
     args = p.parse_args(argv)
     refs = load_refs(args.data, clips=args.clips, manifest=args.manifest, max_frames=args.max_frames)
     rows = sweep(checkpoint=args.checkpoint, sampler=args.sampler, scales=parse_scales(args.scales), refs=refs,

@@ -1,4 +1,4 @@
-"""The long-run benchmark: does the avatar hold for minutes? (DESIGN.md §8)
+"""The long-run benchmark: does the avatar hold for minutes? (docs/design.md §8)
 
 ``python -m benchmarks.long_run [--checkpoint DIR] [--sampler fast] [--name NAME] [--sets 60s 10min]``
 
@@ -8,7 +8,7 @@ is seed 0, the held-out clips seed 1), speaking in turns with silent stretches o
 ``10min``) and two of 2 minutes with silences of 20–40 s (set ``quiet``: the mouth shut and the face calm
 however long the silence). Each is generated from its portrait (frame 0) and audio, chunk after chunk with the motion
 latents carried, exactly as ``fada_rt.generate`` runs, and scored per 10 s window
-(:mod:`benchmarks.metrics.windows`): identity error, FID* (over the set's sequences together), Sync-D,
+(:mod:`fada_rt.metrics.windows`): identity error, FID* (over the set's sequences together), Sync-D,
 mouth follow, jitter and the drift figure, with each metric's least-squares slope per minute, the first
 and last minute (10-minute set), and the mouth and face in silence. The ground truth is scored alike.
 
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.generation import generate_clip
 from benchmarks.long_run_report import plot_rows, to_markdown
-from benchmarks.metrics.features import FixedFrameFeatures
-from benchmarks.metrics.frechet import frechet_distance_of
-from benchmarks.metrics.mouth import MouthEstimator
-from benchmarks.metrics.windows import WINDOW_KEYS, sequence_windows, silence_scores, slope_per_minute
+from fada_rt.metrics.features import FixedFrameFeatures
+from fada_rt.metrics.frechet import frechet_distance_of
+from fada_rt.metrics.generation import generate_clip
+from fada_rt.metrics.mouth import MouthEstimator
+from fada_rt.metrics.windows import WINDOW_KEYS, sequence_windows, silence_scores, slope_per_minute
 from fada_rt.pipeline import AvatarPipeline
 from train.synthetic.sequence import LONG_GAP_SECONDS, make_sequence
 
@@ -184,7 +184,7 @@ def load_results(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Score a checkpoint/sampler on long synthetic sequences, window by window.")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped tiny one of --sampler)")
-    p.add_argument("--sampler", default="fast", help="fast, balanced, teacher-6x3, ... (fada_rt.pipeline.SAMPLERS)")
+    p.add_argument("--sampler", default="fast", help="fast, balanced, teacher-6x3, ... (fada_rt.sampling.SAMPLERS)")
     p.add_argument("--cfg-audio", type=float, default=None, help="guidance scale cfg_a (default: the checkpoint's own)")
     p.add_argument("--cfg-ref", type=float, default=None, help="guidance scale cfg_r (default: the checkpoint's own)")
     p.add_argument("--motion-noise-step", type=int, default=None,

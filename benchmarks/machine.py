@@ -11,7 +11,7 @@
 * :class:`FlopProbe` / :func:`count_flops` — FLOPs by ``torch.utils.flop_counter`` (matmuls,
   convolutions, attention; elementwise work is not counted, as usual for achieved-FLOP/s figures).
 * :func:`measure_peak_flops` — the achievable matmul rate of this device in a dtype, measured in
-  the same run (DESIGN.md §7 reports achieved FLOP/s against a *measured* peak).
+  the same run (docs/design.md §7 reports achieved FLOP/s against a *measured* peak).
 * :class:`InstrumentedBackend` — a ``fada_rt`` Backend seen through one of these probes, call by
   call, plus an NFE count; the library code is not changed.
 """

@@ -15,6 +15,7 @@ import torch
 from fada_rt.backends.base import Backend, BackendUnavailable
 from fada_rt.backends.manifest import MANIFEST_NAME, EngineError
 from fada_rt.models.fada import FadaModel
+from fada_rt.precision import Precision
 
 
 @dataclass(eq=False)
@@ -30,7 +31,7 @@ def unavailable_reason(kind: str, *, device: torch.device, dtype: torch.dtype) -
         return ("CUDA only in this benchmark (torch.compile + CUDA graphs); on CPU torch.compile needs a C++ "
                 "toolchain and minutes of compilation per graph and has no CUDA graphs")
     if kind in ("onnxruntime", "tensorrt") and dtype == torch.bfloat16:
-        return f"{kind} engines are exported in fp32 or fp16; bfloat16 is torch-only (use --dtype float16)"
+        return f"{kind} engines are exported in fp32 or fp16; bf16 is torch-only (use --dtype fp16)"
     if kind == "onnxruntime":
         from fada_rt.backends.onnxruntime_backend import import_onnxruntime
 
@@ -61,7 +62,7 @@ class BackendFactory:
     def __init__(self, *, device: torch.device, dtype: torch.dtype, work_dir: Path, ort_threads: int,
                  log: Callable[[str], None]) -> None:
         self.device, self.dtype, self.work_dir, self.ort_threads, self.log = device, dtype, work_dir, ort_threads, log
-        self.precision = "fp16" if dtype == torch.float16 else "fp32"
+        self.precision = Precision.parse(dtype).value  # of the exported engines (bf16: no engine backends)
         self._built: dict[tuple[str, int], Backend] = {}
 
     def get(self, kind: str, entry: ModelEntry, role: str | None) -> Backend:
@@ -108,8 +109,8 @@ class BackendFactory:
         return folder
 
     def _export(self, kind: str, entry: ModelEntry, folder: Path) -> None:
-        from export.engines import export_engines
         from fada_rt.checkpoint import save_model
+        from fada_rt.export.engines import export_engines
 
         checkpoint = entry.checkpoint
         if checkpoint is None:

@@ -1,7 +1,7 @@
 """python -m benchmarks.nfe_latency --preset tiny --device cpu
 
 NFE, latency and throughput of the three samplers on every available backend, side by side in
-one run (DESIGN.md §4, §7). Variants: ``teacher`` (trailing DDIM, 25 steps x 3 CFG branches = 75
+one run (docs/design.md §4, §7). Variants: ``teacher`` (trailing DDIM, 25 steps x 3 CFG branches = 75
 NFE), ``balanced`` student (PeRFlow 6 steps x 3 branches = 18 NFE), ``fast`` CFG-distilled student
 (6 steps x 1 = 6 NFE). Backends: ``torch`` (eager), ``torch-compiled`` (torch.compile + CUDA graphs;
 CUDA only), ``onnxruntime`` (engines exported into ``--work-dir`` and reused), ``tensorrt`` (CUDA with
@@ -56,10 +56,11 @@ from tqdm import tqdm
 from benchmarks.machine import CpuShare, MemoryProbe, machine_info, measure_peak_flops
 from benchmarks.nfe_backends import BackendFactory, ModelEntry, unavailable_reason
 from benchmarks.nfe_rows import VARIANTS, Row, chunk_flops, markdown_report, run_summary, summarise
-from fada_rt.backends import parse_dtype
 from fada_rt.backends.base import BackendUnavailable
+from fada_rt.backends.options import precision_arg
 from fada_rt.config import PRESETS, ModelConfig, get_preset
 from fada_rt.models.fada import FadaModel
+from fada_rt.precision import PRECISIONS, Precision
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BACKEND_NAMES = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
@@ -78,7 +79,7 @@ def run_benchmark(
     repeats: int = 5,
     warmup: int | None = None,
     threads: int | None = None,
-    dtype: str | None = None,
+    dtype: str | Precision | None = None,
     flush_denormal: bool = True,
     checkpoint_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
@@ -101,7 +102,7 @@ def run_benchmark(
     if threads is not None:
         torch.set_num_threads(threads)  # asked for on the command line; torch's default otherwise
     settings = {
-        "preset": preset, "device": str(dev), "dtype": str(run_dtype).removeprefix("torch."),
+        "preset": preset, "device": str(dev), "dtype": Precision.parse(run_dtype).value,
         "chunk_frames": config.num_frames, "motion_frames": config.motion_frames, "resolution": config.resolution,
         "repeats": repeats, "warmup": warmup, "seed": seed, "variants": list(variants), "backends": list(backends),
         "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": threads or torch.get_num_threads(),
@@ -174,13 +175,13 @@ def _run(config: ModelConfig, settings: dict[str, Any], *, dev: torch.device, dt
                     "cpu_during_timing": cpu_during_timing},
         "peak_flops": peak,
         "rows": out_rows,
-        "summary": run_summary(out_rows, preset=settings["preset"]),
+        "summary": run_summary(out_rows, preset=settings["preset"], fps=config.audio.fps),
         "unavailable": [{"backend": k, "reason": r} for k, r in unavailable.items()],
     }
 
 
 def _check_args(*, preset: str, device: str, backends: Sequence[str], variants: Sequence[str], frames: int | None,
-                repeats: int, warmup: int | None, threads: int | None, dtype: str | None
+                repeats: int, warmup: int | None, threads: int | None, dtype: str | Precision | None
                 ) -> tuple[torch.device, ModelConfig, torch.dtype]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -202,7 +203,8 @@ def _check_args(*, preset: str, device: str, backends: Sequence[str], variants: 
         if frames < 1:
             raise ValueError(f"--frames (the chunk length F) must be >= 1, got {frames}")
         config = config.replace(num_frames=frames)  # validated by ModelConfig
-    run_dtype = parse_dtype(dtype if dtype is not None else ("float16" if dev.type == "cuda" else "float32"))
+    default = Precision.FP16 if dev.type == "cuda" else Precision.FP32
+    run_dtype = Precision.parse(dtype if dtype is not None else default).dtype
     return dev, config, run_dtype
 
 
@@ -243,26 +245,32 @@ def build_models(config: ModelConfig, *, variants: Sequence[str], seed: int,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.nfe_latency", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (tiny on CPU, sd15 on GPU)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="model preset: tiny on CPU, sd15 on GPU (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: %(default)s)")
     p.add_argument("--backend", nargs="+", default=list(BACKEND_NAMES), choices=BACKEND_NAMES, metavar="BACKEND",
                    help=f"backends to run, of {', '.join(BACKEND_NAMES)} (default: all; unavailable ones are reported)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
                    help="variants to run, of teacher, balanced, fast (default: all)")
-    p.add_argument("--frames", type=int, default=None, help="chunk length F in frames (default: the preset's, 8 / 16)")
-    p.add_argument("--repeats", type=int, default=5, help="timed chunks per row, interleaved across rows (default 5)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="chunk length F in frames (default: the preset's, " +
+                        " / ".join(f"{k} {get_preset(k).num_frames}" for k in sorted(PRESETS)) + ")")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed chunks per row, interleaved across rows (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=None, help="untimed chunks per row first (default 1 on CPU, 2 on CUDA)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch and onnxruntime intra-op threads (default: torch's default, the same for onnxruntime)")
-    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                   help="network precision (default float32 on CPU, float16 on CUDA)")
+    p.add_argument("--dtype", type=precision_arg, choices=PRECISIONS, default=None,
+                   metavar="{" + ",".join(PRECISIONS) + "}",
+                   help=f"network precision (default: {Precision.FP32} on CPU, {Precision.FP16} on CUDA)")
     p.add_argument("--keep-denormals", action="store_true",
                    help="leave the CPU's denormal arithmetic on (default: flush to zero, see run_benchmark)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="folder with teacher/, balanced/, fast/ checkpoints (default: random init, no downloads)")
     p.add_argument("--work-dir", default=None,
                    help="where exported engines are cached (default: $TMPDIR/fada-rt-nfe-latency; delete to re-export)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights, portraits, audio and noise")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random weights, portraits, audio and noise (default: %(default)s)")
     p.add_argument("--out", default=None,
                    help="JSON file to write (default: benchmarks/results/nfe_latency_<preset>_<device>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -19,7 +19,8 @@ import torch
 from benchmarks.machine import FlopProbe, InstrumentedBackend, MemoryProbe, SpanTimer, synchronize
 from fada_rt.backends.base import Backend
 from fada_rt.config import ModelConfig
-from fada_rt.pipeline import SAMPLERS, AvatarPipeline
+from fada_rt.pipeline import AvatarPipeline
+from fada_rt.sampling import SAMPLERS
 from fada_rt.streaming import StreamingSession
 
 # category in the timed samples -> name in the JSON breakdown
@@ -30,7 +31,7 @@ NFE_RATIO = SAMPLERS["teacher"].nfe / SAMPLERS["fast"].nfe  # 12.5
 @dataclass(frozen=True)
 class Variant:
     name: str
-    sampler: str  # key of fada_rt.pipeline.SAMPLERS
+    sampler: str  # key of fada_rt.sampling.SAMPLERS
     role: str  # checkpoint role
     cfg_mode: str  # cfg mode of its model
 
@@ -159,9 +160,9 @@ def summarise(row: Row, *, config: ModelConfig, settings: dict[str, Any], flops:
     }
 
 
-def run_summary(rows: list[dict[str, Any]], *, preset: str) -> dict[str, Any]:
+def run_summary(rows: list[dict[str, Any]], *, preset: str, fps: int) -> dict[str, Any]:
     """Teacher/fast ratios per backend (paired per repetition and of the medians), the best fast
-    student, and the issue's targets with whether this run met them."""
+    student, and the issue's targets with whether this run met them (real time: the video's ``fps``)."""
     by = {(r["variant"], r["backend"]): r for r in rows}
     ratios = {}
     for backend in dict.fromkeys(r["backend"] for r in rows):
@@ -174,7 +175,7 @@ def run_summary(rows: list[dict[str, Any]], *, preset: str) -> dict[str, Any]:
     best = min(fast_rows, key=lambda r: r["chunk_latency_median_s"]) if fast_rows else None
     targets = []
     if best is not None and preset == "sd15":
-        targets += [_target("fast student fps, best backend", best["fps"], ">=", 25.0),
+        targets += [_target("fast student fps, best backend", best["fps"], ">=", float(fps)),
                     _target("fast student fps, best backend (stretch)", best["fps"], ">=", 30.0),
                     _target("fast student first-frame latency (s), best backend", best["first_frame_latency_s"], "<=", 1.0)]
     elif best is not None:

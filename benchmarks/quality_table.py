@@ -25,7 +25,7 @@ error, temporal jitter and wall time. Methods:
   (``RUNS/teacher-hinge-t900``, shipped) and its students (``RUNS/distill-t900/<variant>``, shipped).
 
 Besides the paper's columns, ``open r`` / ``width r``: how closely the mouth's openness and width follow
-what the audio calls for (per-clip correlation, :func:`benchmarks.metrics.suite.mouth_follow`).
+what the audio calls for (per-clip correlation, :func:`fada_rt.metrics.suite.mouth_follow`).
 
 The run folders are those of ``python -m train.teacher --run RUNS/teacher-tiny`` and
 ``python -m train.distill --run RUNS/distill/<variant>``. Writes ``quality_table.md`` and
@@ -44,15 +44,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmarks.generation import generate_clips
-from benchmarks.metrics.suite import Extractors, evaluate_clips, mean_over_seeds, seed_list
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import load_model
+from fada_rt.clips import FPS, list_clips, read_clip
 from fada_rt.config import RolloutConfig
 from fada_rt.pipeline import AvatarPipeline
-from train.clips import list_clips, read_clip
+
+if TYPE_CHECKING:  # the metrics (opencv, scipy: the [metrics] extra) are imported where they run: --help needs none
+    from fada_rt.metrics.suite import Extractors
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,11 @@ def load_refs(data: str | Path, *, clips: int, manifest: str, max_frames: int) -
 def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extractors, seed: int | Sequence[int],
                     video_dir: Path | None) -> dict[str, Any]:
     """One table row: the method's clips generated with each noise seed, the metrics averaged over the seeds
-    (:func:`benchmarks.metrics.suite.mean_over_seeds`); the per-seed Sync-D / Sync-C are kept as
+    (:func:`fada_rt.metrics.suite.mean_over_seeds`); the per-seed Sync-D / Sync-C are kept as
     ``sync_distance_seeds`` / ``sync_confidence_seeds``. Videos are written for the first seed."""
+    from fada_rt.metrics.generation import generate_clips
+    from fada_rt.metrics.suite import evaluate_clips, mean_over_seeds, seed_list
+
     seeds = seed_list(seed)
     folder = runs / method.run / method.checkpoint
     model, meta = load_model(folder, role=method.checkpoint)
@@ -221,6 +225,8 @@ def merge_rows(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def ground_truth_row(refs: list, extractors: Extractors) -> dict[str, Any]:
     """What the held-out ground truth scores on the per-clip metrics (FID/FVD against itself are 0)."""
+    from fada_rt.metrics.suite import evaluate_clips
+
     s = evaluate_clips(refs, refs, extractors=extractors, progress=False)["summary"]
     return {"table": "gt", "method": "Ground truth", "nfe": 0, "sync_distance": s["ref_sync_distance"],
             "sync_confidence": s["ref_sync_confidence"], "sync_abs_offset": 0.0, "fid": 0.0, "fvd": 0.0,
@@ -307,15 +313,16 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Run the teacher and every distillation variant on held-out clips.")
     p.add_argument("--runs", required=True, help="folder holding teacher-tiny/ and distill/<variant>/ runs")
     p.add_argument("--data", required=True, help="held-out dataset (clip format)")
-    p.add_argument("--manifest", default="A", help="held-out manifest (clean clips)")
-    p.add_argument("--clips", type=int, default=24, help="held-out clips per method")
-    p.add_argument("--max-frames", type=int, default=75, help="frames per clip (75 = 3 s)")
+    p.add_argument("--manifest", default="A", help="held-out manifest (clean clips; default: %(default)s)")
+    p.add_argument("--clips", type=int, default=24, help="held-out clips per method (default: %(default)s)")
+    p.add_argument("--max-frames", type=int, default=75, help=f"frames per clip (default: %(default)s, {75 / FPS:g} s)")
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="noise seed(s), the same for every method; several average the metrics over the seeds "
                         "(Sync-D / Sync-C cells then show ± half their range): one seed's Sync-D moves ~0.02")
     p.add_argument("--only", nargs="*", default=None, help="evaluate only these method names")
     p.add_argument("--videos", default=None, help="also write every generated clip as mp4 under this folder")
-    p.add_argument("--out", default="benchmarks/results", help="folder for quality_table.md / .json")
+    p.add_argument("--out", default="benchmarks/results", help="folder for quality_table.md / .json "
+                   "(default: %(default)s)")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="instead of evaluating, combine the rows of earlier (partial, e.g. --only) runs' "
                         "quality_table.json files into one table (a later file's row replaces an earlier one; the "
@@ -329,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge is not None:
         rows = merge_rows([json.loads(Path(f).read_text()) for f in args.merge])
     else:
+        from fada_rt.metrics.suite import Extractors
+
         refs = load_refs(args.data, clips=args.clips, manifest=args.manifest, max_frames=args.max_frames)
         extractors = Extractors.synthetic()
         methods = [m for m in METHODS if args.only is None or m.name in args.only]
@@ -346,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         kinds = merge_weights([json.loads(w.read_text()) for w in saved if w.is_file()] + [kinds])
     n_clips = max(int(r.get("clips", 0)) for r in rows) if rows else 0
     header = (f"## Quality on {n_clips} held-out synthetic clips ({args.max_frames} frames each, unseen identities)"
-              f"\n\nFID*/FVD* are the synthetic world's analogues (fixed feature spaces, benchmarks/metrics). One noise "
+              f"\n\nFID*/FVD* are the synthetic world's analogues (fixed feature spaces, fada_rt/metrics). One noise "
               f"seed per row unless its Sync-D shows ±: then the mean over seeds, ± half their range (one seed's "
               f"Sync-D moves by up to ~0.02 with the seed).")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
-"""Embedding API for video-call apps: push PCM in, iterate ``(frame, pts)`` out (DESIGN.md §4).
+"""Embedding API for video-call apps: push PCM in, iterate ``(frame, pts)`` out (docs/design.md §4).
 
 ::
 
-    avatar = StreamingAvatar("face.png", checkpoint="student/")      # prepare once
+    avatar = StreamingAvatar("face.png", checkpoint="student/")      # prepare once (or LoadOptions(...))
     # audio thread (any rate, mono or (n, channels), float or int16):
     avatar.push_audio(pcm, 48000)
     # video thread:
@@ -12,8 +12,9 @@
     avatar.end_audio()                 # flush: the iteration ends after the last frame
 
 Frames are generated in the thread that iterates (a pull model: no hidden worker threads); pushes may
-come from any thread. ``pts`` follow the audio sample clock: frame ``k`` is at ``k / 25`` s of the
-pushed audio, so playing the audio delayed by the reported latency keeps lips in sync.
+come from any thread. ``pts`` follow the audio sample clock: frame ``k`` is at ``k / fps`` s of the
+pushed audio (``fps``: the model's ``AudioConfig.fps``), so playing the audio delayed by the reported
+latency keeps lips in sync.
 With ``realtime=True`` (the default: pushes arrive at the pace of a live source) a chunk whose
 successor is already complete is skipped and counted in ``stats["dropped_frames"]``, keeping
 latency bounded; ``realtime=False`` renders every frame (offline use).
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fada_rt.backends.options import LoadOptions
 from fada_rt.media import PcmConverter
 from fada_rt.pipeline import Avatar, AvatarPipeline
 from fada_rt.streaming import StreamingSession
@@ -42,28 +44,33 @@ class StreamingAvatar:
     def __init__(
         self,
         image: str | Path | np.ndarray,
+        options: LoadOptions | None = None,
         *,
-        checkpoint: str | Path | None = None,
-        backend: str = "torch",
-        engine_dir: str | Path | None = None,
-        device: str | torch.device = "cpu",
-        dtype: str | torch.dtype | None = None,
         sampler: str = "fast",
         cfg_audio: float | None = None,
         cfg_ref: float | None = None,
         seed: int = 0,
         realtime: bool = True,
         pipeline: AvatarPipeline | None = None,
+        **load: Any,
     ) -> None:
-        """Load the model (or reuse ``pipeline``) and prepare the portrait ``image`` once."""
+        """Load the model (or reuse ``pipeline``) and prepare the portrait ``image`` once.
+
+        The model is ``options`` (:class:`~fada_rt.backends.LoadOptions`), or the ``LoadOptions`` of the
+        ``load`` keywords (``checkpoint=``, ``device=``, ``dtype=``, ...), or the default (the shipped tiny
+        checkpoint of ``sampler`` on the CPU).
+        """
+        if pipeline is not None and (options is not None or load):
+            raise ValueError("pass either a pipeline or the options to load one, not both")
+        if options is not None and load:
+            raise ValueError(f"pass either LoadOptions or their keywords ({', '.join(load)}), not both")
         if pipeline is None:
-            pipeline = AvatarPipeline.from_checkpoint(checkpoint, backend=backend, engine_dir=engine_dir,
-                                                      device=device, dtype=dtype, sampler=sampler,
-                                                      cfg_audio=cfg_audio, cfg_ref=cfg_ref)
+            options = options if options is not None else LoadOptions(**load)
+            pipeline = AvatarPipeline.load(options, sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref)
         self.pipeline = pipeline
         generator = torch.Generator(device="cpu").manual_seed(seed)
         self.session = StreamingSession(pipeline, pipeline.prepare(image), generator=generator, drop_late=realtime)
-        self._converter = PcmConverter()
+        self._converter = PcmConverter(rate=pipeline.config.audio.sample_rate)
         self._cond = threading.Condition()
         self._pending: deque[Frame] = deque()
         self._ended = False

@@ -1,4 +1,4 @@
-"""Checkpoints: a folder with ``config.json`` and ``model.safetensors`` (DESIGN.md §2).
+"""Checkpoints: a folder with ``config.json`` and ``model.safetensors`` (docs/design.md §2).
 
 ``config.json`` holds the format tag, the role (``teacher`` / ``student``), the full
 :class:`~fada_rt.config.ModelConfig` and free-form ``info`` (training step, command, metrics).
@@ -269,7 +269,7 @@ def init_from_sd15(path: str | Path, config: ModelConfig, *, wav2vec2: str | Pat
 
     ``path/unet`` loads strictly into both UNets (its text cross-attention initialises the audio
     attention); ``path/vae`` into the VAE; the FADA layers are added after, zero-initialised where
-    DESIGN.md says so. ``wav2vec2``: a local transformers folder for the wav2vec2 front-end.
+    docs/design.md says so. ``wav2vec2``: a local transformers folder for the wav2vec2 front-end.
     """
     root = Path(path)
     if not root.is_dir():

@@ -8,7 +8,7 @@ silently). Presets:
   front-end, chunks of F=8 frames with M=2 motion frames. The model of the synthetic world and of
   the embedded default; sized to run in real time on two CPU cores.
 * ``sd15``  — the paper's scale: SD1.5 UNet and VAE shapes, 512x512, wav2vec2-base features
-  (12 layers x 768), 32 audio tokens of 768, F=16, M=4 (DESIGN.md §2).
+  (12 layers x 768), 32 audio tokens of 768, F=16, M=4 (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    """Temporal attention over the frame axis (DESIGN.md §2, item 5)."""
+    """Temporal attention over the frame axis (docs/design.md §2, item 5)."""
 
     num_heads: int = 8
     max_positions: int = 64
@@ -138,7 +138,7 @@ class AudioProjConfig:
 
 @dataclass(frozen=True)
 class CFGConfig:
-    """How a student is told the CFG scales (paper §3.3, DESIGN.md §3.6; Table 4's variants).
+    """How a student is told the CFG scales (paper §3.3, docs/design.md §3.6; Table 4's variants).
 
     ``none`` (teacher / balanced student: 3 branches at inference), ``time_embed`` (w-condition:
     sinusoidal embedding of the scales added to the time embedding), ``layer_mlp`` (CFG layer fed
@@ -165,7 +165,7 @@ class CFGConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """How chunk after chunk is generated at run time: what a model was trained to be fed (DESIGN.md §8).
+    """How chunk after chunk is generated at run time: what a model was trained to be fed (docs/design.md §8).
 
     Each chunk's motion frames are the model's own previous output, so what it gets wrong is fed to the
     next chunk. ``motion_noise_step``: the motion latents are forward-noised to this training index before

@@ -1,12 +1,14 @@
-"""``python -m fada_rt.generate``: one portrait + speech audio -> an H.264 + AAC mp4 (DESIGN.md §4).
+"""``python -m fada_rt.generate``: one portrait + speech audio -> an H.264 + AAC mp4 (docs/design.md §4).
 
-With only ``--out`` it runs the embedded default (the shipped tiny student on ``examples/face.png``
-and ``examples/speech.wav``, see :mod:`fada_rt.assets`). Audio in any format PyAV reads, any rate
-and channel count, is decoded and generated chunk by chunk (memory does not grow with its length;
-``--max-duration`` guards against accidentally huge inputs) through the same
-:class:`~fada_rt.streaming.StreamingSession` the live runtime uses. The video has exactly
-``ceil(S / 640)`` frames for ``S`` samples at 16 kHz; the audio track is the input, trimmed to the
-video. An interrupted or failing run still closes the file, so the frames written so far play.
+With only ``--out`` it runs the embedded default (the shipped tiny student on ``fada_rt/examples/face.png``
+and ``fada_rt/examples/speech.wav``, see :mod:`fada_rt.assets`). Audio in any format PyAV reads, any rate
+and channel count, is decoded at the model's sample rate and generated chunk by chunk (memory does not
+grow with its length; ``--max-duration`` guards against accidentally huge inputs) through the same
+:class:`~fada_rt.streaming.StreamingSession` the live runtime uses. The video runs at the model's fps and
+has exactly ``ceil(S / samples_per_frame)`` frames for ``S`` samples (the model's ``AudioConfig``); the
+audio track is the input, trimmed to the video. An interrupted or failing run still closes the file, so
+the frames written so far play. The summary reports the real-time factor, RTF = wall-clock seconds /
+seconds of video (lower is better; below 1 is faster than real time), and the frames made per second.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fada_rt.backends import BACKENDS, BackendUnavailable
-from fada_rt.media import SAMPLE_RATE, VideoWriter, iter_audio, probe_audio
-from fada_rt.pipeline import SAMPLERS, AvatarPipeline
+from fada_rt.backends import BackendUnavailable, add_load_options, load_options_from_args
+from fada_rt.media import VideoWriter, iter_audio, probe_audio
+from fada_rt.pipeline import AvatarPipeline
+from fada_rt.sampling import DISTILLED_CFG_R, SAMPLERS, TEACHER_CFG_A, TEACHER_CFG_R
 from fada_rt.streaming import ChunkOutput, StreamingSession
 
 DESCRIPTION = ("One portrait + speech audio -> an H.264 + AAC mp4. With only --out: the embedded default "
-               "(the shipped tiny student on examples/face.png and examples/speech.wav).")
+               "(the shipped tiny student on fada_rt/examples/face.png and fada_rt/examples/speech.wav).")
 log = logging.getLogger(__name__)
 SILENCE_PEAK = 1e-4  # below this peak amplitude the audio is reported as silent
 
@@ -40,15 +43,21 @@ SILENCE_PEAK = 1e-4  # below this peak amplitude the audio is reported as silent
 class GenerateResult:
     path: Path
     frames: int
+    video_seconds: float  # frames / the model's fps
     audio_seconds: float
     wall_seconds: float
     nfe_per_chunk: int
     silent: bool
 
     @property
-    def realtime_factor(self) -> float:
-        """Seconds of video per wall-clock second."""
-        return (self.frames / 25) / self.wall_seconds if self.wall_seconds > 0 else math.inf
+    def rtf(self) -> float:
+        """Real-time factor: wall-clock seconds per second of video (lower is better; < 1: faster than real time)."""
+        return self.wall_seconds / self.video_seconds if self.video_seconds > 0 else math.inf
+
+    @property
+    def fps(self) -> float:
+        """Frames made per wall-clock second."""
+        return self.frames / self.wall_seconds if self.wall_seconds > 0 else math.inf
 
 
 def default_size(resolution: int) -> int:
@@ -80,18 +89,19 @@ def generate_video(
     if limit is not None and info.duration is not None and info.duration > limit:
         raise ValueError(f"{audio} is {info.duration:.1f} s long, over --max-duration {limit:g} s; pass "
                          f"--max-duration {math.ceil(info.duration)} (or 0 for no limit) to generate all of it")
-    blocks = iter_audio(audio)
+    rate, fps = pipeline.config.audio.sample_rate, pipeline.config.audio.fps
+    blocks = iter_audio(audio, sample_rate=rate)
     first = next(blocks, None)
     if first is None:
         raise ValueError(f"{audio} contains no audio samples (empty audio); give a file with speech in it")
     session = StreamingSession(pipeline, avatar, generator=torch.Generator().manual_seed(seed))
-    expected = math.ceil(info.duration * pipeline.config.audio.fps) if info.duration else None
+    expected = math.ceil(info.duration * fps) if info.duration else None
     bar = tqdm(total=expected, unit="frame", desc="generating", disable=not progress, dynamic_ncols=True)
-    writer = VideoWriter(out, size=size or default_size(pipeline.resolution))
+    writer = VideoWriter(out, size=size or default_size(pipeline.resolution), fps=fps, sample_rate=rate)
     peak = 0.0
     try:
         for block in itertools.chain([first], blocks):
-            if limit is not None and (session.features.total + block.size) / SAMPLE_RATE > limit:
+            if limit is not None and (session.features.total + block.size) / rate > limit:
                 raise ValueError(f"{audio} is longer than --max-duration {limit:g} s; pass a larger "
                                  f"--max-duration (or 0 for no limit)")
             peak = max(peak, float(np.abs(block).max(initial=0.0)))
@@ -109,9 +119,9 @@ def generate_video(
     silent = peak < SILENCE_PEAK
     if silent:
         log.warning("%s is silent (peak %.1e): the avatar keeps its mouth closed", audio, peak)
-    return GenerateResult(path=Path(out), frames=writer.frames_written, audio_seconds=session.features.total /
-                          SAMPLE_RATE, wall_seconds=time.monotonic() - start, nfe_per_chunk=pipeline.nfe,
-                          silent=silent)
+    return GenerateResult(path=Path(out), frames=writer.frames_written, video_seconds=writer.duration,
+                          audio_seconds=session.features.total / rate, wall_seconds=time.monotonic() - start,
+                          nfe_per_chunk=pipeline.nfe, silent=silent)
 
 
 def _drain(session: StreamingSession, writer: VideoWriter, bar: tqdm,
@@ -139,52 +149,38 @@ def _finalise_partial(writer: VideoWriter) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fada_rt.generate", description=DESCRIPTION)
     p.add_argument("--out", required=True, help="output video (.mp4): H.264 + AAC")
-    p.add_argument("--image", default=None, help="portrait image (default: examples/face.png); centre-cropped "
+    p.add_argument("--image", default=None, help="portrait image (default: fada_rt/examples/face.png); centre-cropped "
                    "to a square on its short side, then resized to the model resolution")
     p.add_argument("--audio", default=None, help="speech audio in any format PyAV reads, any rate/channels "
-                   "(default: examples/speech.wav)")
-    add_model_args(p)
+                   "(default: fada_rt/examples/speech.wav)")
     p.add_argument("--size", type=int, default=None, help="output video size in px, even (default: max(256, "
                    "model resolution); frames are upscaled bicubically)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: %(default)s)")
     p.add_argument("--max-duration", type=float, default=600.0, help="refuse audio longer than this many "
-                   "seconds (default 600; 0: no limit)")
+                   "seconds (default: %(default)s; 0: no limit)")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_model_args(p)
     return p
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Model/backend flags shared by generate and live."""
-    p.add_argument("--checkpoint", default=None, help="student/teacher checkpoint folder (default: the shipped "
-                   "tiny checkpoint of --sampler: fada_rt/assets/tiny-fast, tiny-balanced or tiny-teacher)")
-    p.add_argument("--preset", default=None, help="expected preset of the checkpoint/engines (checked if given)")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="fast", help="fast (default): CFG-distilled "
-                   "student, 6 NFE; balanced: student with multi-CFG, 18 NFE; teacher: DDIM 25 steps x 3, 75 NFE")
-    p.add_argument("--cfg-audio", type=float, default=None, help="audio guidance scale cfg_a of Eq. 9 (default: the "
-                   "checkpoint's own, 2 for the shipped tiny ones, else the paper's 6.5; 1 = no audio guidance)")
-    p.add_argument("--cfg-ref", type=float, default=None, help="reference guidance scale cfg_r of Eq. 9 (default: "
-                   "the checkpoint's own, 1 for the shipped tiny ones, else the paper's: 2.0 fast, 2.5 balanced/teacher)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch", help="which runtime runs the networks (default torch)")
-    p.add_argument("--engine-dir", default=None, help="exported engines folder (onnxruntime/tensorrt backends)")
-    p.add_argument("--device", default="cpu", help="device, e.g. cpu (default), cuda, cuda:1")
-    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                   help="torch backend precision (default float32; half keeps norms in fp32)")
-    p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the denoiser and decoder")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; "
-                   "1 is often fastest on a busy machine)")
-    p.add_argument("--cuda-graphs", action="store_true", help="torch backend on CUDA: replay denoiser CUDA graphs "
-                   "(the tensorrt backend uses them by default)")
+    """The sampler flags and the model-loading flags (:func:`fada_rt.backends.add_load_options`) of generate and live."""
+    g = p.add_argument_group("sampler")
+    g.add_argument("--sampler", choices=tuple(SAMPLERS), default="fast", help=f"fast: CFG-distilled student, "
+                   f"{SAMPLERS['fast'].nfe} NFE; balanced: student with multi-CFG, {SAMPLERS['balanced'].nfe} NFE; "
+                   f"teacher: trailing DDIM, {SAMPLERS['teacher'].nfe} NFE (default: %(default)s)")
+    g.add_argument("--cfg-audio", type=float, default=None, help="audio guidance scale cfg_a of Eq. 9 (default: the "
+                   f"checkpoint's own, else the paper's {TEACHER_CFG_A:g}; 1 = no audio guidance)")
+    g.add_argument("--cfg-ref", type=float, default=None, help="reference guidance scale cfg_r of Eq. 9 (default: the "
+                   f"checkpoint's own, else the paper's: {DISTILLED_CFG_R:g} fast, {TEACHER_CFG_R:g} balanced/teacher)")
+    add_load_options(p, checkpoint_help="student/teacher checkpoint folder (default: the shipped tiny checkpoint of "
+                     "--sampler, fada_rt/assets/tiny-*)")
 
 
 def pipeline_from_args(args: argparse.Namespace) -> AvatarPipeline:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    return AvatarPipeline.from_checkpoint(args.checkpoint, backend=args.backend, engine_dir=args.engine_dir,
-                                          device=args.device, dtype=args.dtype, compile=args.compile,
-                                          cuda_graphs=True if args.cuda_graphs else None, preset=args.preset, sampler=args.sampler,
-                                          cfg_audio=args.cfg_audio, cfg_ref=args.cfg_ref)
+    """The pipeline of the flags of :func:`add_model_args`: their LoadOptions, built once, and the sampler."""
+    return AvatarPipeline.load(load_options_from_args(args), sampler=args.sampler, cfg_audio=args.cfg_audio,
+                               cfg_ref=args.cfg_ref)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, BackendUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {result.path}: {result.frames} frames ({result.frames / 25:.2f} s), {result.nfe_per_chunk} NFE "
-          f"per chunk, {result.wall_seconds:.1f} s ({result.realtime_factor:.2f}x real time)")
+    print(f"wrote {result.path}: {result.frames} frames ({result.video_seconds:.2f} s), {result.nfe_per_chunk} NFE "
+          f"per chunk, {result.wall_seconds:.1f} s: RTF {result.rtf:.2f} (wall / video seconds), {result.fps:.1f} fps")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``python -m fada_rt.live``: a portrait driven live by a microphone or a file (DESIGN.md §4).
+"""``python -m fada_rt.live``: a portrait driven live by a microphone or a file (docs/design.md §4).
 
 Sources: the microphone through sounddevice (optional extra ``live``; Linux needs PortAudio,
 ``apt-get install libportaudio2``), or ``--audio-file F`` paced in real time (``--speed``), which
@@ -55,7 +55,8 @@ def import_sounddevice() -> ModuleType:
 
 
 class MicrophoneSource:
-    """16 kHz mono blocks from an input device (opened at its own rate when 16 kHz is not offered)."""
+    """Mono blocks at :data:`~fada_rt.media.SAMPLE_RATE` from an input device (opened at its own rate and
+    resampled when that rate is not offered)."""
 
     realtime = True
 
@@ -71,7 +72,7 @@ class MicrophoneSource:
             sd.check_input_settings(device, channels=1, samplerate=SAMPLE_RATE, dtype="float32")
             self.rate = SAMPLE_RATE
         except (ValueError, sd.PortAudioError):
-            self.rate = int(info["default_samplerate"])  # resampled to 16 kHz below
+            self.rate = int(info["default_samplerate"])  # resampled to SAMPLE_RATE below
         self.name = info["name"]
         self._sd, self._device, self._block = sd, device, self.rate * block_ms // 1000
         self._stream: Any = None
@@ -152,7 +153,7 @@ class FileSource:
 
 
 class LiveRecorder:
-    """CFR mp4 of the live stream: frame k at k/25 s; gaps from dropped chunks filled with the last frame."""
+    """CFR mp4 of the live stream: frame k at k / fps s; gaps from dropped chunks filled with the last frame."""
 
     def __init__(self, path: str | Path, *, size: int, fps: int) -> None:
         self.writer = VideoWriter(path, size=size, fps=fps)
@@ -297,7 +298,7 @@ def _live_stats(stats: dict[str, Any], server: Any, recorder: LiveRecorder | Non
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    parts = [f"frames {stats['frames']}", f"fps {stats['fps']:.1f}",
+    parts = [f"frames {stats['frames']}", f"fps {stats['fps']:.1f}", f"RTF {stats['rtf']:.2f}",
              f"latency {stats['latency_ms_last']:.0f} ms (mean {stats['latency_ms_mean']:.0f}, "
              f"max {stats['latency_ms_max']:.0f})", f"dropped {stats['dropped_frames']}",
              f"audio {stats['audio_seconds']:.1f} s"]
@@ -312,18 +313,22 @@ def format_stats(stats: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from fada_rt.generate import add_model_args
 
-    p = argparse.ArgumentParser(prog="python -m fada_rt.live", description=DESCRIPTION)
-    p.add_argument("--image", default=None, help="portrait image (default: examples/face.png)")
+    p = argparse.ArgumentParser(prog="python -m fada_rt.live", description=DESCRIPTION,
+                                epilog="Stats: fps = frames made per wall-clock second; RTF = compute seconds per "
+                                       "second of video made (lower is better; below 1 keeps up with real time).")
+    p.add_argument("--image", default=None, help="portrait image (default: fada_rt/examples/face.png)")
     p.add_argument("--audio-file", default=None, help="use this audio file as the source, paced in real time "
                    "(no microphone or sounddevice needed); the run ends with the file")
-    p.add_argument("--speed", type=float, default=1.0, help="pace of --audio-file relative to real time (default 1)")
+    p.add_argument("--speed", type=float, default=1.0, help="pace of --audio-file relative to real time "
+                   "(default: %(default)s)")
     p.add_argument("--input-device", default=None, help="sounddevice input device (index or name substring)")
     p.add_argument("--record", default=None, help="also write the stream to this .mp4 (H.264 + AAC)")
     p.add_argument("--no-preview", action="store_true", help="do not serve the preview page")
-    p.add_argument("--port", type=int, default=8765, help="preview port on 127.0.0.1 (default 8765; 0: any free port)")
+    p.add_argument("--port", type=int, default=8765, help="preview port on 127.0.0.1 (default: %(default)s; 0: any "
+                   "free port)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of audio")
-    p.add_argument("--size", type=int, default=256, help="preview/recording size in px, even (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
+    p.add_argument("--size", type=int, default=256, help="preview/recording size in px, even (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: %(default)s)")
     add_model_args(p)
     return p
 

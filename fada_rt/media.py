@@ -1,7 +1,9 @@
 """Media in and out: portrait images (Pillow), audio decoding (PyAV), H.264 + AAC mp4 writing (PyAV).
 
-Conventions (DESIGN.md §4, brief): 25 fps video; 16 kHz mono float32 audio in [-1, 1]; frame ``k``
-covers samples ``[640 k, 640 (k+1))``.
+Conventions (docs/design.md §4): the model's :class:`~fada_rt.config.AudioConfig` — video at ``fps``, mono
+float32 audio in [-1, 1] at ``sample_rate``, frame ``k`` covering samples ``[spf k, spf (k+1))`` with
+``spf = sample_rate / fps``. :data:`SAMPLE_RATE` and :data:`FPS` are its defaults (every preset's), used
+where no model is at hand.
 
 **Image policy** (:func:`load_image`): decoded with Pillow, EXIF orientation applied, transparency
 composited over white, then centre-cropped to a square on the short side (no face detector is part
@@ -11,7 +13,8 @@ decode (not an image, truncated, corrupt).
 
 **Audio** (:func:`iter_audio`): anything PyAV/ffmpeg decodes (wav, mp3, m4a, flac, ogg, the audio
 track of an mp4), any rate and channel count, decoded block by block (long files are never held
-in memory), resampled to 16 kHz by libswresample and down-mixed to mono by averaging channels.
+in memory), resampled to :data:`SAMPLE_RATE` (or the rate asked for) by libswresample and down-mixed
+to mono by averaging channels.
 
 PyAV is imported by the functions that decode or encode: images and the in-memory pipeline (the
 embedding API fed with PCM) run without it.
@@ -29,12 +32,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fada_rt.config import AudioConfig
+
 if TYPE_CHECKING:
     import av  # the functions that use it import it (see the module docstring)
 
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+_AUDIO = AudioConfig()  # the defaults: the one place the runtime's rates come from when no model is at hand
+SAMPLE_RATE: int = _AUDIO.sample_rate
+FPS: int = _AUDIO.fps
+SAMPLES_PER_FRAME: int = _AUDIO.samples_per_frame
 AUDIO_HINT = "give an audio file ffmpeg/PyAV can decode (wav, mp3, m4a, flac, ogg, or a video with an audio track)"
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
@@ -97,10 +103,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def save_image(path: str | Path, image: np.ndarray) -> None:
-    Image.fromarray(image).save(path)
-
-
 # ---- audio -----------------------------------------------------------------------------------------
 
 
@@ -146,16 +148,19 @@ def probe_audio(path: str | Path) -> AudioInfo:
                          stream.codec_context.channels or 0, stream.codec_context.name)
 
 
-def iter_audio(path: str | Path, *, block_samples: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
-    """Decode ``path`` to 16 kHz mono float32 blocks of about ``block_samples`` (the last may be shorter).
+def iter_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE, block_samples: int | None = None
+               ) -> Iterator[np.ndarray]:
+    """Decode ``path`` to mono float32 blocks at ``sample_rate`` of about ``block_samples`` (default: one
+    second; the last may be shorter).
 
     Never holds more than about one block plus one decoded packet. Decoding errors are ValueErrors
     that say where in the file they happened.
     """
     import av
 
+    block_samples = block_samples or sample_rate
     container, stream = _open_audio(path)
-    resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)  # channel layout kept; averaged below
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # channel layout kept; averaged below
     pending: list[np.ndarray] = []
     count = 0
     decoded = 0
@@ -180,15 +185,15 @@ def iter_audio(path: str | Path, *, block_samples: int = SAMPLE_RATE) -> Iterato
                 if frame is None:
                     break
         except av.FFmpegError as err:
-            raise ValueError(f"decoding {path} failed after {decoded / SAMPLE_RATE:.2f} s ({err}); "
+            raise ValueError(f"decoding {path} failed after {decoded / sample_rate:.2f} s ({err}); "
                              f"the file is corrupt or truncated") from err
     if count:
         yield np.concatenate(pending)
 
 
-def read_audio(path: str | Path) -> np.ndarray:
-    """The whole file as one 16 kHz mono float32 array (use :func:`iter_audio` for long files)."""
-    blocks = list(iter_audio(path))
+def read_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The whole file as one mono float32 array at ``sample_rate`` (use :func:`iter_audio` for long files)."""
+    blocks = list(iter_audio(path, sample_rate=sample_rate))
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
@@ -226,9 +231,10 @@ def to_mono_float(pcm: np.ndarray) -> np.ndarray:
 
 
 class PcmConverter:
-    """Streaming conversion of pushed PCM at one input rate to 16 kHz mono float32 (libswresample)."""
+    """Streaming conversion of pushed PCM at one input rate to mono float32 at ``rate`` (libswresample)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, rate: int = SAMPLE_RATE) -> None:
+        self.target = rate
         self.rate: int | None = None
         self._resampler: av.AudioResampler | None = None
 
@@ -242,10 +248,10 @@ class PcmConverter:
         elif sample_rate != self.rate:
             raise ValueError(f"sample_rate changed from {self.rate} to {sample_rate} Hz within one stream")
         mono = to_mono_float(pcm)
-        if sample_rate == SAMPLE_RATE:
+        if sample_rate == self.target:
             return mono
         if self._resampler is None:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.target)
         if mono.size == 0:
             return mono
         frame = av.AudioFrame.from_ndarray(mono[None], format="flt", layout="mono")
@@ -338,7 +344,7 @@ class VideoWriter:
         self._drain_audio(self.frames_written * self.samples_per_frame)
 
     def write_audio(self, samples: np.ndarray) -> None:
-        """Append 16 kHz mono float32 samples (written once video frames cover them)."""
+        """Append mono float32 samples at ``sample_rate`` (written once video frames cover them)."""
         if self.audio is None or samples.size == 0:
             return
         self._audio.append(np.asarray(samples, dtype=np.float32).reshape(-1))

@@ -1,4 +1,4 @@
-"""AvatarPipeline: prepare a portrait once, then generate chunk after chunk (DESIGN.md §4).
+"""AvatarPipeline: prepare a portrait once, then generate chunk after chunk (docs/design.md §4).
 
 ``prepare(image) -> Avatar``: image policy (:func:`fada_rt.media.load_image`), VAE encode,
 ReferenceNet once, the reference K/V of every layer cached in the :class:`Avatar` (and in a small
@@ -35,88 +35,25 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fada_rt.backends.base import Backend
+from fada_rt.backends.options import LoadOptions
 from fada_rt.config import RolloutConfig
 from fada_rt.media import load_image
 from fada_rt.models.fada import ReferenceCache
 from fada_rt.sampling import (
-    BALANCED_GUIDANCE,
-    FAST_GUIDANCE,
     SD15_SCHEDULE,
-    TEACHER_GUIDANCE,
-    DDIMPlan,
-    Denoiser,
-    Guidance,
-    SampleResult,
-    StudentPlan,
-    ddim_sample,
     noise_motion,
     share_noise,
-    student_sample,
 )
-
-# ---- samplers ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """A named way of sampling one chunk (a plan and a guidance), and the model it needs."""
-
-    name: str
-    role: str  # checkpoint role it needs: "student" or "teacher"
-    guidance: Guidance
-    plan: DDIMPlan | StudentPlan = field(repr=False)
-
-    @property
-    def cfg_conditioned(self) -> bool:
-        """Needs a CFG-distilled student (fast)."""
-        return self.guidance.mode == "distilled"
-
-    @property
-    def nfe(self) -> int:
-        return self.plan.num_steps * self.guidance.nfe_per_step
-
-    def with_scales(self, *, cfg_audio: float | None = None, cfg_ref: float | None = None) -> SamplerSpec:
-        """The same sampler at other guidance scales (Eq. 9's cfg_a, cfg_r); None keeps a scale."""
-        if cfg_audio is None and cfg_ref is None:
-            return self
-        if self.guidance.mode == "conditional":
-            raise ValueError(f"sampler {self.name!r} runs no classifier-free guidance (one conditional branch); "
-                             f"drop --cfg-audio/--cfg-ref or use a guided sampler")
-        for flag, value in (("cfg_audio", cfg_audio), ("cfg_ref", cfg_ref)):
-            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 20.0):
-                raise ValueError(f"{flag} must be a guidance scale in [0, 20] (1 = no guidance), got {value!r}")
-        g = self.guidance
-        guidance = replace(g, cfg_a=g.cfg_a if cfg_audio is None else float(cfg_audio),
-                           cfg_r=g.cfg_r if cfg_ref is None else float(cfg_ref))
-        return replace(self, guidance=guidance)
-
-    def run(self, *, denoiser: Denoiser, noise: Tensor) -> SampleResult:
-        sample = ddim_sample if isinstance(self.plan, DDIMPlan) else student_sample
-        return sample(denoiser=denoiser, noise=noise, guidance=self.guidance, plan=self.plan)
-
-
-_STUDENT_PLAN = StudentPlan.make(num_steps=6)
-_TEACHER_PLAN = DDIMPlan.trailing(num_steps=25)
-_TEACHER_PLAN_6 = DDIMPlan.trailing(num_steps=6)
-_CONDITIONAL = Guidance(mode="conditional")
-
-SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
-    SamplerSpec("fast", "student", FAST_GUIDANCE, _STUDENT_PLAN),
-    SamplerSpec("balanced", "student", BALANCED_GUIDANCE, _STUDENT_PLAN),
-    SamplerSpec("teacher", "teacher", TEACHER_GUIDANCE, _TEACHER_PLAN),
-    # comparison points of the quality tables (paper Table 4 and "the gain of distillation"):
-    SamplerSpec("teacher-6x3", "teacher", TEACHER_GUIDANCE, _TEACHER_PLAN_6),
-    SamplerSpec("teacher-6x1", "teacher", _CONDITIONAL, _TEACHER_PLAN_6),
-    SamplerSpec("balanced-conditional", "student", _CONDITIONAL, _STUDENT_PLAN),
-)}
+from fada_rt.sampling.samplers import SAMPLERS, SamplerSpec
 
 
 def check_sampler(sampler: str, backend: Backend, *, cfg_audio: float | None = None,
@@ -181,21 +118,26 @@ class AvatarPipeline:
         self._cache: OrderedDict[str, Avatar] = OrderedDict()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path | None = None, *, backend: str = "torch",
-                        engine_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype | None = None, compile: bool = False,
-                        cuda_graphs: bool | None = None, preset: str | None = None,
-                        sampler: str = "fast", cfg_audio: float | None = None,
-                        cfg_ref: float | None = None, rollout: RolloutConfig | None = None) -> AvatarPipeline:
-        """Build the backend (``checkpoint`` None = the shipped tiny checkpoint of ``sampler`` for torch)."""
+    def load(cls, options: LoadOptions | None = None, *, sampler: str = "fast", cfg_audio: float | None = None,
+             cfg_ref: float | None = None, rollout: RolloutConfig | None = None) -> AvatarPipeline:
+        """Build the backend ``options`` describe (default: torch on the CPU) and a pipeline on it. With the torch
+        backend and no ``options.checkpoint``, the shipped tiny checkpoint of ``sampler``."""
         from fada_rt.assets import default_checkpoint
         from fada_rt.backends import create_backend
 
-        if backend == "torch" and checkpoint is None:
-            checkpoint = default_checkpoint(sampler)
-        return cls(create_backend(backend, checkpoint=checkpoint, engine_dir=engine_dir, device=device,
-                                  dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, preset=preset),
-                   sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref, rollout=rollout)
+        options = options if options is not None else LoadOptions()
+        if options.backend == "torch" and options.checkpoint is None:
+            options = options.replace(checkpoint=default_checkpoint(sampler))
+        return cls(create_backend(options), sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref, rollout=rollout)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path | None = None, *, sampler: str = "fast",
+                        cfg_audio: float | None = None, cfg_ref: float | None = None,
+                        rollout: RolloutConfig | None = None, **options: Any) -> AvatarPipeline:
+        """Keyword shorthand of :meth:`load`: ``options`` are :class:`~fada_rt.backends.LoadOptions` fields
+        (``backend``, ``engine_dir``, ``device``, ``dtype``, ``compile``, ``cuda_graphs``, ``threads``, ``preset``)."""
+        return cls.load(LoadOptions(checkpoint=checkpoint, **options), sampler=sampler, cfg_audio=cfg_audio,
+                        cfg_ref=cfg_ref, rollout=rollout)
 
     # ---- shapes ----------------------------------------------------------------------------------
     @property
@@ -237,7 +179,7 @@ class AvatarPipeline:
 
     # ---- chunks -------------------------------------------------------------------------------------
     def audio_windows(self, wave: np.ndarray | Tensor) -> Tensor:
-        """Offline windowed features of a whole 16 kHz mono clip: (1, T, 2w+1, L, D)."""
+        """Offline windowed features of a whole mono clip at the model's sample rate: (1, T, 2w+1, L, D)."""
         wave = torch.as_tensor(np.asarray(wave, dtype=np.float32))[None]  # (1, S)
         return self.backend.audio_features(wave).float()
 

@@ -1,4 +1,4 @@
-"""The live preview page: a tiny threaded stdlib HTTP server on 127.0.0.1 (DESIGN.md §4).
+"""The live preview page: a tiny threaded stdlib HTTP server on 127.0.0.1 (docs/design.md §4).
 
 Routes: ``/`` the page, ``/frame.jpg`` the frame due now (JPEG), ``/stats.json`` the live stats
 (fps, latency, dropped frames, A/V offset, ...). The page polls both; no dependencies beyond Pillow.

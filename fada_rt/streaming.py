@@ -1,19 +1,19 @@
-"""Streaming: incremental audio features and the chunk loop shared by offline and live runs (DESIGN.md §4).
+"""Streaming: incremental audio features and the chunk loop shared by offline and live runs (docs/design.md §4).
 
-:class:`AudioFeatureStream` turns pushed 16 kHz mono blocks into the windowed features of whole
-frames as soon as they are exact. Frame ``k`` covers samples ``[640 k, 640 (k+1))``; its window
-reads frames ``k-w .. k+w`` (w = 2) and each of those reads ``left`` samples before and ``right``
-samples after its span (mel: the STFT half window minus half a hop, 120 samples each side). So frame
-``k`` is ready once samples up to ``640 (k + w + 1) + right`` have arrived: the look-ahead is
-``w`` frames plus ``right`` samples (87.5 ms at 25 fps). Features are computed by the backend on a
-segment that starts ``w + ceil(left / 640)`` frames before the chunk, so every value used is
-computed from the same samples as offline: for the ``mel`` front-end the streamed features equal
-:meth:`AvatarPipeline.audio_windows` on the whole clip (``tests/test_streaming.py`` states the
+:class:`AudioFeatureStream` turns pushed mono blocks (at the model's ``AudioConfig.sample_rate``) into the
+windowed features of whole frames as soon as they are exact. Frame ``k`` covers samples ``[spf k, spf (k+1))``
+(``spf = samples_per_frame``, 640 at 16 kHz and 25 fps); its window reads frames ``k-w .. k+w`` (w = 2) and
+each of those reads ``left`` samples before and ``right`` samples after its span (mel: the STFT half window
+minus half a hop, 120 samples each side at 16 kHz). So frame ``k`` is ready once samples up to
+``spf (k + w + 1) + right`` have arrived: the look-ahead is ``w`` frames plus ``right`` samples (87.5 ms at
+25 fps). Features are computed by the backend on a segment that starts ``w + ceil(left / spf)`` frames before
+the chunk, so every value used is computed from the same samples as offline: for the ``mel`` front-end the
+streamed features equal :meth:`AvatarPipeline.audio_windows` on the whole clip (``tests/test_streaming.py`` states the
 tolerance). wav2vec2 has a global receptive field: with its bounded context (2 s left, 0.2 s
 right) the streamed features approximate the offline ones.
 
 :class:`StreamingSession` is the chunk loop: push audio, ``step()`` generates the next chunk when
-its features are ready, frame ``k`` gets pts ``k / 25`` on the audio sample clock. With
+its features are ready, frame ``k`` gets pts ``k / fps`` on the audio sample clock. With
 ``drop_late`` (live), when a newer chunk is already complete the older one is skipped (its frames
 counted as dropped) instead of letting latency grow: frames are dropped, never drifted.
 """
@@ -82,7 +82,7 @@ class AudioFeatureStream:
 
     @property
     def total_frames(self) -> int | None:
-        """ceil(S / 640) once the stream is finished; None before."""
+        """ceil(S / samples_per_frame) once the stream is finished; None before."""
         return math.ceil(self.total / self.spf) if self.finished else None
 
     @property
@@ -103,7 +103,7 @@ class AudioFeatureStream:
         return self.finished and self.next_frame >= self.total_frames
 
     def push(self, samples: np.ndarray) -> None:
-        """Append 16 kHz mono float32 samples."""
+        """Append mono float32 samples at the model's sample rate."""
         if self.finished:
             raise RuntimeError("audio pushed after the stream was finished")
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -166,6 +166,7 @@ class SessionStats:
     chunks: int = 0
     audio_seconds: float = 0.0
     fps: float = 0.0  # generated frames per wall second (recent chunks)
+    rtf: float = 0.0  # real-time factor: compute seconds per second of generated video (lower is better)
     latency_ms_last: float = 0.0
     latency_ms_mean: float = 0.0
     latency_ms_max: float = 0.0
@@ -176,7 +177,7 @@ class SessionStats:
 
 
 class StreamingSession:
-    """Push 16 kHz mono audio, pull chunks of frames with pts on the audio sample clock."""
+    """Push mono audio at the model's sample rate, pull chunks of frames with pts on the audio sample clock."""
 
     def __init__(self, pipeline: AvatarPipeline, avatar: Avatar, *, generator: torch.Generator,
                  drop_late: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
@@ -195,6 +196,7 @@ class StreamingSession:
         self._arrivals: deque[tuple[int, float]] = deque()  # (end sample of a pushed block, arrival time)
         self._recent: deque[tuple[float, int]] = deque(maxlen=16)  # (emit time, frames) for the fps estimate
         self._latency_sum = 0.0
+        self._compute_sum = 0.0  # seconds spent making the generated chunks (features + generate)
         self._lock = threading.Lock()  # guards features, arrivals and stats
 
     @property
@@ -222,7 +224,8 @@ class StreamingSession:
             return {**self.stats.to_dict(), "latency_floor_ms": round(self.latency_floor * 1000, 1)}
 
     def push(self, samples: np.ndarray, *, arrival: float | None = None) -> None:
-        """Append 16 kHz mono samples (thread-safe: a capture thread may push while another steps)."""
+        """Append mono samples at the model's sample rate (thread-safe: a capture thread may push while another
+        steps)."""
         with self._lock:
             self.features.push(samples)
             self._arrivals.append((self.features.total, self.clock() if arrival is None else arrival))
@@ -257,6 +260,7 @@ class StreamingSession:
                 dropped += f
             first = self.features.next_frame
             n = min(f, self.features.ready)
+            start = self.clock()
             windows = self.features.pop(n)  # (1, n, 2w+1, L, D)
         state = dataclasses.replace(self.state, next_frame=first)
         frames, self.state = self.pipeline.generate(self.avatar, windows, state, generator=self.generator)
@@ -265,7 +269,7 @@ class StreamingSession:
             centres = (first + np.arange(n)) * self.spf + self.spf // 2
             latency = np.array([now - self._arrival_of(int(c)) for c in centres])
             self._prune_arrivals(first * self.spf)
-            self._update_stats(n, dropped, latency, now)
+            self._update_stats(n, dropped, latency, now, compute=now - start)
         return ChunkOutput(frames=frames, first_frame=first, dropped_before=dropped, fps=self.fps, latency=latency)
 
     def _arrival_of(self, sample: int) -> float:
@@ -277,9 +281,11 @@ class StreamingSession:
         while len(self._arrivals) > 1 and self._arrivals[0][0] <= before_sample:
             self._arrivals.popleft()
 
-    def _update_stats(self, n: int, dropped: int, latency: np.ndarray, now: float) -> None:
+    def _update_stats(self, n: int, dropped: int, latency: np.ndarray, now: float, *, compute: float) -> None:
         s = self.stats
         s.frames += n
+        self._compute_sum += compute
+        s.rtf = self._compute_sum / (s.frames / self.fps)
         s.dropped_frames += dropped
         s.chunks += 1
         self._latency_sum += float(latency.sum())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What only a CUDA GPU can show, in one call of a time-limited GPU lease (README "GPU runs"):
+# What only a CUDA GPU can show, in one call of a time-limited GPU lease (docs/experiments/2026-12-04-first-gpu-lease.md):
 #
 #   bash scripts/gpu_check.sh OUT SYNC_EXPERT        (run from the repository root)
 #

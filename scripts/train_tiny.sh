@@ -4,9 +4,10 @@
 # teacher stage (2 cores: about 1.5 h VAE + 3.5 h teacher + 2 h of distillation); that one ran 6 minutes on an
 # H200 in bf16 (scripts/gpu_check.sh) and takes hours on a CPU. Every step resumes where it stopped.
 #
-#   bash scripts/train_tiny.sh [WORK_DIR]        (default: ./work)
+#   bash scripts/train_tiny.sh [WORK_DIR]        (default: ./work; run from the repository root)
 #
-# The numbers in README.md and benchmarks/results/quality_table.md come from exactly these commands.
+# docs/training.md explains each numbered stage below (what it trains, why, how long, what it writes).
+# The numbers in docs/training.md, docs/experiments/ and benchmarks/results/ come from exactly these commands.
 set -euo pipefail
 WORK=${1:-work}
 DATA=$WORK/data/world
@@ -26,12 +27,13 @@ mkdir -p "$RUNS"
   python -m train.vae --data "$DATA" --out "$RUNS/vae-tiny" --steps 3000 --max-clips 800 --log "$RUNS/vae-tiny.csv"
 python -m train.cache --data "$DATA" --vae "$RUNS/vae-tiny" --out "$CACHE" --manifest B
 
-# 3. the teacher on the strict set A, in three stages (the path the shipped teacher took):
+# 3. the teacher on the strict set A: three stages a-c, then the fine-tuning runs below, where those marked "on the
+#    shipped teacher's path" lead (with stage 6) to the shipped teacher and the others are A/B runs beside them:
 #    a. Eq. 1 with an epsilon-prediction UNet, as in the paper, 3000 steps;
 #    b. 2000 steps with the truncated-SNR weight max(1, 1/SNR) (x0 accuracy at high noise);
 #    c. 7000 steps as a v-prediction UNet (the tiny preset's parametrisation): an epsilon network's x0
 #       error at t = 1 is its eps error times 1/sqrt(abar) = 14.6, and its DDIM samples stayed blotchy
-#       (train/teacher.py, README "Training"). A new run can start with c alone (--vae, no --init).
+#       (docs/experiments/2026-11-21-v-prediction-teacher.md). A new run can start with c alone (--vae, no --init).
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --vae "$RUNS/vae-tiny" --prediction epsilon \
   --run "$RUNS/teacher-tiny-uniform" --steps 5000 --stop-after 3000 --batch-size 4 --lr 3e-4 \
   --checkpoint-every 1000 --validate-every 2500 --val-data "$HELDOUT" --val-clips 4
@@ -44,18 +46,20 @@ python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RU
 
 # the floor of the quality table: the same network untrained (random init, the trained VAE)
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --vae "$RUNS/vae-tiny" --prediction epsilon --run "$RUNS/untrained" --steps 0
-# the shipped teacher: 2500 more steps with the motion-weighted loss (mouth width follows the audio better)
+# on the shipped teacher's path: 2500 more steps with the motion-weighted loss (mouth width follows the audio better;
+# docs/experiments/2026-11-21-motion-weighted-loss.md)
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-tiny/teacher" \
   --run "$RUNS/teacher-mw1" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 3 \
   --motion-weight 1 --checkpoint-every 500
-# the shipped teacher: 5000 more steps of the same in two runs (width follows the audio: r 0.21 -> 0.56)
+# on the shipped teacher's path: 5000 more steps of the same in two runs (width follows the audio: r 0.21 -> 0.56)
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw1/teacher" \
   --run "$RUNS/teacher-mw1-cont" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 4 \
   --motion-weight 1
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw1-cont/teacher" \
   --run "$RUNS/teacher-mw-long" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 5 \
   --motion-weight 1
-# the latent lip-sync expert and the A/B of its loss (README "Training"; not shipped: Sync-D worse)
+# the latent lip-sync expert and the A/B of its loss (docs/experiments/2026-11-22-where-width-is-lost.md; not
+# shipped: Sync-D worse)
 [ -f "$RUNS/sync-expert/model.safetensors" ] || \
   python -m train.sync_expert --data "$DATA" --cache "$CACHE" --out "$RUNS/sync-expert" --steps 3000
 for target in audio video; do
@@ -64,9 +68,10 @@ for target in audio video; do
     --seed 4 --motion-weight 1 --sync-expert "$RUNS/sync-expert" --sync-weight 0.05 --sync-target "$target"
 done
 
-# the shipped teacher: 2500 more steps from the 7500-step one with the motion weight's map taken from the
+# on the shipped teacher's path: 2500 more steps from the 7500-step one with the motion weight's map taken from the
 # training set's mean (--motion-map dataset: one fixed lip-region map; each chunk's own map tilts the
 # optimum towards over-moving mouths), and, as an A/B, the sync expert's hinge target on the same start
+# (docs/experiments/2026-11-22-dataset-motion-map.md)
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-long/teacher" \
   --run "$RUNS/teacher-mw-dsmap" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr --seed 6 \
   --motion-weight 1 --motion-map dataset
@@ -76,8 +81,8 @@ python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RU
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-dsmap/teacher" \
   --run "$RUNS/teacher-mw-dsmap-hinge" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
   --seed 7 --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert" --sync-weight 0.1 \
-  --sync-target audio-hinge   # the hinge on top of the dataset-map teacher (README)
-# the shipped teacher: 2500 more hinge steps with the term on x0 predictions up to t = 900 (where the mouth is
+  --sync-target audio-hinge   # the hinge on top of the dataset-map teacher (docs/experiments/2026-11-22-lip-sync-hinge-t900.md)
+# on the shipped teacher's path: 2500 more hinge steps with the term on x0 predictions up to t = 900 (where the mouth is
 # decided), default guidance 1.5 / 1; and the A/B beside it: weight 0.3 at the default t <= 500
 python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-mw-dsmap-hinge/teacher" \
   --run "$RUNS/teacher-hinge-t900" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
@@ -88,11 +93,12 @@ python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RU
   --run "$RUNS/teacher-hinge-w0.3" --steps 2500 --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
   --seed 9 --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert" --sync-weight 0.3 \
   --sync-target audio-hinge
-# the shipped teacher: the t <= 900 hinge teacher trained 6 minutes more on an H200 with its own objective in bf16
+# on the shipped teacher's path: the t <= 900 hinge teacher trained 6 minutes more on an H200 with its own objective in bf16
 # at GPU batch sizes (scripts/gpu_check.sh, which builds its cache with python -m train.cache --synthetic on the
 # GPU and reads the fada_rt/assets teacher of that time = teacher-hinge-t900). Two settings side by side: r1
 # (batch 64, lr 1.5e-4: 1408 steps) and r2 (batch 128, lr 3e-4: 1273 steps, shipped). Both were stopped by
 # --max-minutes 5.95; --stop-after gives the same step count (on a CPU: hours, and without bf16).
+# (docs/experiments/2026-12-04-first-gpu-lease.md)
 for spec in r1:64:1.5e-4:20:1408 r2:128:3e-4:21:1273; do
   IFS=: read -r name batch lr seed stop <<<"$spec"
   python -m train.teacher --data "$DATA" --manifest A --cache "$CACHE" --init "$RUNS/teacher-hinge-t900/teacher" \
@@ -104,7 +110,8 @@ for spec in r1:64:1.5e-4:20:1408 r2:128:3e-4:21:1273; do
   cp -r "$RUNS/teacher-gpu-$name-run/teacher-latest" "$RUNS/teacher-gpu-$name/teacher"
 done
 
-# 4. distillation: every variant, sharing the teacher's window solves within a family
+# 4. distillation: every variant of Tables 2-4 from the v teacher, sharing the teacher's window solves within a
+#    family (docs/experiments/2026-11-21-distillation-tables-2-4.md)
 for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 B-fixed-1.0 \
                B-unlimited-0.5 B-unlimited-0.25 B-adaptive-0.5 perflow-A; do
   python -m train.distill --teacher "$RUNS/teacher-tiny/teacher" --data "$DATA" --cache "$CACHE" \
@@ -112,7 +119,8 @@ for variant in balanced fast B-fixed-0 cfg-time-embed cfg-layer-mlp B-fixed-0.2 
     --steps "$DISTILL_STEPS" --lr 1e-4
 done
 
-# 5. the quality table (benchmarks/results/quality_table.{md,json}) and the shipped students
+# 5. the balanced and fast students of each later teacher: rows of the quality table, and each pair shipped in
+#    its turn (the last pair, distill-gpu, until stage 6)
 for variant in balanced fast; do  # the students of the 2500-step MW teacher (shipped before)
   python -m train.distill --teacher "$RUNS/teacher-mw1/teacher" --data "$DATA" --cache "$CACHE" \
     --run "$RUNS/distill-mw1/$variant" --variant "$variant" --solve-cache "$SOLVES" \
@@ -129,8 +137,8 @@ for variant in balanced fast; do  # the students of the shipped teacher (balance
     --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1 --motion-map dataset
 done
 # the shipped fast student: scales drawn around its default 2 / 1, its CFG tokens and layers at 10x the
-# learning rate (README "The fast student learns its guidance scales"), and the A/B parts of that change
-# (the rows marked 1 in README were made with the tokens' former std 0.02; they are not re-run here)
+# learning rate (docs/experiments/2026-11-22-fast-student-guidance-scales.md), and the A/B parts of that change
+# (the rows marked 1 there were made with the tokens' former std 0.02; they are not re-run here)
 FAST=(--teacher "$RUNS/teacher-mw-dsmap/teacher" --data "$DATA" --cache "$CACHE" --variant fast
       --solve-cache "$SOLVES" --lr 1e-4 --motion-weight 1 --motion-map dataset)
 python -m train.distill "${FAST[@]}" --run "$RUNS/distill-cfg/fast" --steps "$DISTILL_STEPS" \
@@ -176,14 +184,16 @@ for ckpt in teacher-ns95/teacher distill-ns/balanced/student distill-ns/fast/stu
   python -m fada_rt.checkpoint "$RUNS/$ckpt" --set-rollout motion_anchor=0.5 noise_sharing=1
 done
 
+# 7. the quality table of every run above (benchmarks/results/quality_table.{md,json})
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 # (the rows of the last two groups of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
+# 8. the shipped assets (fada_rt/assets/README.md): the endless models of stage 6 and the VAE of stage 2
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
 cp -r "$RUNS/distill-ns/fast/student" fada_rt/assets/tiny-fast
 cp -r "$RUNS/distill-ns/balanced/student" fada_rt/assets/tiny-balanced
 cp -r "$RUNS/teacher-ns95/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
-# the long runs of the shipped models (benchmarks/results/long_run.{json,md,png} and long_run/)
+# 9. the long runs of the shipped models (benchmarks/results/long_run.{json,md,png} and long_run/)
 python -m benchmarks.long_run --sampler fast --name "endless fast (the default)"
 python -m benchmarks.long_run --sampler balanced --name "endless balanced"
 python -m benchmarks.long_run --sampler teacher-6x3 --name "endless teacher, DDIM 6 x 3"

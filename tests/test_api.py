@@ -123,3 +123,18 @@ def test_bad_use_gives_clear_errors(pipeline, face):
     closed = StreamingAvatar(face, pipeline=pipeline)
     closed.close()
     assert closed.next_frame() is None
+
+
+def test_the_model_is_one_load_options_value_or_its_keywords(pipeline, face, tmp_path):
+    from fada_rt.backends import LoadOptions
+    from fada_rt.checkpoint import save_model
+
+    save_model(pipeline.backend.model, tmp_path / "fast", role="student")
+    by_keywords = StreamingAvatar(face, checkpoint=tmp_path / "fast", dtype="float32")  # README's form
+    by_value = StreamingAvatar(face, LoadOptions(checkpoint=tmp_path / "fast"))
+    for avatar in (by_keywords, by_value):
+        assert avatar.pipeline.backend.role == "student" and avatar.pipeline.nfe == 6
+    with pytest.raises(ValueError, match="either a pipeline or the options"):
+        StreamingAvatar(face, pipeline=pipeline, checkpoint=tmp_path / "fast")
+    with pytest.raises(ValueError, match="either LoadOptions or their keywords"):
+        StreamingAvatar(face, LoadOptions(), device="cpu")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
+from fada_rt.clips import read_manifest, read_wav, write_wav
 from train.cache import build_cache, build_synthetic_cache, open_cache, read_index, weights_digest
 from train.cache import main as cache_main
-from train.clips import read_manifest, read_wav, write_wav
 from train.synthetic.dataset import generate_dataset
 
 CLIPS, SEED = 8, 5
@@ -32,7 +32,7 @@ def _entries(folder: Path, model) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def test_pcm16_round_trip_equals_the_wav_files(tmp_path: Path) -> None:
-    from train.clips import pcm16_round_trip
+    from fada_rt.clips import pcm16_round_trip
 
     audio = np.random.default_rng(0).uniform(-1.2, 1.2, 1000).astype(np.float32)  # some samples clip
     write_wav(tmp_path / "a.wav", audio)

@@ -1,4 +1,4 @@
-"""The clip format (train/clips.py): round trips, determinism, plain media files, errors."""
+"""The clip format (fada_rt/clips.py): round trips, determinism, plain media files, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from train.clips import (
+from fada_rt.clips import (
     Clip,
     ClipError,
     clip_id_of,

@@ -1,5 +1,5 @@
 """FADA distillation on the tiny preset: every variant runs, the loss terms match a hand computation
-from DESIGN.md §3.3/§3.5, W vanishes beyond R_d, and cached teacher solves are reused."""
+from docs/design.md §3.3/§3.5, W vanishes beyond R_d, and cached teacher solves are reused."""
 
 from __future__ import annotations
 
@@ -14,7 +14,20 @@ from conftest import assert_same_run, make_tiny_model, randomize_zero_init
 
 import train.distill as distill_mod
 from fada_rt.checkpoint import load_model
-from fada_rt.sampling import SD15_SCHEDULE, GTWeightConfig, PerflowWindows, WindowSolvePlan
+from fada_rt.models.fada import BranchedDenoiser
+from fada_rt.sampling import (
+    SD15_SCHEDULE,
+    GTWeightConfig,
+    Guidance,
+    PerflowWindows,
+    WindowSolvePlan,
+    ground_truth_end,
+    make_distillation_batch,
+    perflow_target,
+    student_input,
+    teacher_window_solve,
+    window_start_latent,
+)
 from train.cache import build_synthetic_cache, open_cache, weights_digest
 from train.data import ChunkSampler
 from train.distill import (
@@ -24,8 +37,8 @@ from train.distill import (
     SolveCache,
     compute_losses,
     distill,
+    distillation_batch,
     draw_step,
-    teacher_solve,
 )
 from train.loop import LoopConfig
 
@@ -94,15 +107,14 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str, motion_weight: flo
     randomize_zero_init(student, seed=4)
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
     with torch.no_grad():
-        z_start_lib = distill_mod.window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
-        z_end = teacher_solve(teacher, batch, d, z_start_lib, plan, config)
+        targets = distillation_batch(teacher, batch, d, plan, config)
+        z_end = targets.z_end
         size = batch.x0.shape[-2:]
         fixed = 0.5 + torch.rand(1, 1, 1, *size, generator=torch.Generator().manual_seed(3)) if fixed_map else None
         objective = DistillObjective(student, motion_weight, fixed)
-        out = compute_losses(objective=objective, batch=batch, draws=d, z_end=z_end,
-                             windows=windows, config=config)
+        out = compute_losses(objective=objective, batch=batch, draws=d, targets=targets, config=config)
 
-        # by hand, DESIGN.md §3.3 steps 2-6 and §3.5, from the raw SD1.5 table
+        # by hand, docs/design.md §3.3 steps 2-6 and §3.5, from the raw SD1.5 table
         abar = SD15_SCHEDULE.alphas_cumprod
         def a(t: float) -> float:
             return float(abar[max(round(1000 * t) - 1, 0)])
@@ -150,6 +162,70 @@ def _slice(batch, d, i):
     return b, dd
 
 
+@pytest.mark.parametrize("name", ["fast", "balanced"])
+def test_trainer_step_is_the_library_composition(world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 name: str) -> None:
+    """A distillation step's student inputs and targets are fada_rt.sampling.make_distillation_batch's, on the
+    step's chunks and draws with the teacher as the run calls it, and its loss is computed from exactly them."""
+    import fada_rt.sampling
+
+    _, teacher, cache = world
+    assert distill_mod.make_distillation_batch is fada_rt.sampling.make_distillation_batch
+    config = _quick(VARIANTS[name], steps=1)
+    seen = []
+
+    def spy(**kwargs):
+        seen.append(out := make_distillation_batch(**kwargs))
+        return out
+
+    monkeypatch.setattr(distill_mod, "make_distillation_batch", spy)
+    sampler = ChunkSampler(cache, config=teacher.config, seed=config.seed)
+    losses = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / name)
+    assert len(seen) == 1 and len(losses) == 1
+
+    # the same step by hand: the step's chunks and draws, the teacher's guidance, the library's composition
+    windows = PerflowWindows(num_windows=config.num_windows, target=config.target)
+    plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
+    batch = sampler.batch(step=0, batch_size=config.batch_size, rank=0)
+    d = draw_step(batch, config, windows, step=0, rank=0)
+    with torch.no_grad():
+        conditions = teacher.conditions(batch.reference, batch.motion, batch.audio)
+        if config.cfg_conditioned:
+            denoiser = BranchedDenoiser(teacher.denoiser, conditions)
+            guidance = Guidance(mode="multi", cfg_a=d.cfg[:, 0], cfg_r=d.cfg[:, 1])
+        else:
+            denoiser = distill_mod.SampleBranchDenoiser(teacher, conditions, d.keep_audio, d.keep_ref)
+            guidance = Guidance(mode="conditional")
+    expected = make_distillation_batch(teacher=denoiser, x0=batch.x0, eps=d.eps, t=d.t, window=d.window,
+                                       guidance=guidance, plan=plan, ground_truth=config.uses_gt)
+    got = seen[0]
+    assert got.teacher_nfe == expected.teacher_nfe == config.substeps * (3 if config.cfg_conditioned else 1)
+    tol = {"rtol": 2e-2, "atol": 2e-3} if torch.cuda.is_available() else {"rtol": 1e-4, "atol": 1e-5}  # TF32 convs
+    for key in ("z_t", "target", "z_t_gt", "target_gt", "timestep", "z_end"):
+        torch.testing.assert_close(getattr(got, key).cpu(), getattr(expected, key), **tol)
+    student = teacher.make_student(config.cfg_mode, seed=config.seed).set_trainable().train()  # distill's start
+    with torch.no_grad():
+        out = compute_losses(objective=DistillObjective(student), batch=batch, draws=d, targets=expected,
+                             config=config)
+    assert losses[0] == pytest.approx(out.total.item(), rel=tol["rtol"])
+
+    # a cached window end skips the teacher and gives the same batch; no ground-truth segment when not asked
+    cached = make_distillation_batch(teacher=None, x0=batch.x0, eps=d.eps, t=d.t, window=d.window, guidance=None,
+                                     plan=plan, z_end=expected.z_end, ground_truth=False)
+    assert cached.teacher_nfe == 0 and cached.z_t_gt is None and cached.target_gt is None
+    torch.testing.assert_close(cached.z_t, expected.z_t, rtol=0, atol=0)
+    torch.testing.assert_close(cached.target, expected.target, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs the teacher"):
+        make_distillation_batch(teacher=None, x0=batch.x0, eps=d.eps, t=d.t, window=d.window, guidance=None,
+                                plan=plan)
+    # and the window solve inside is the library's (Eq. 2)
+    z_start = window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
+    z_end = teacher_window_solve(denoiser=denoiser, z_start=z_start, window=d.window, guidance=guidance, plan=plan)
+    torch.testing.assert_close(expected.z_end, z_end.z_end, rtol=0, atol=0)
+    torch.testing.assert_close(expected.target, perflow_target(z_start=z_start, z_end=z_end.z_end, window=d.window,
+                                                               windows=windows), rtol=0, atol=0)
+
+
 def test_weight_is_zero_beyond_the_dead_threshold(world) -> None:
     """Sample 0's window end is made consistent with the student (L_distill ~ 0, so R >> R_d);
     sample 1's is the ground-truth end (L_distill = L_GT, so R = 1 and W = W0)."""
@@ -159,17 +235,19 @@ def test_weight_is_zero_beyond_the_dead_threshold(world) -> None:
     # network's eps carries sqrt(1 - abar) z_t, and eta_k down to -2.5 makes the iteration diverge
     student = teacher.make_student("none").set_prediction("epsilon")
     objective = DistillObjective(student)
+    plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
     with torch.no_grad():
-        z_start = distill_mod.window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
-        z_end = distill_mod.ground_truth_end(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
+        z_start = window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
+        z_end = ground_truth_end(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
         lam, eta = windows.coefficients(d.window)
         shape = (-1, 1, 1, 1, 1)
         for _ in range(8):  # fixed point: the window end the student's own prediction implies
-            z_t = distill_mod.student_input(z_start=z_start, z_end=z_end, t=d.t, window=d.window, windows=windows)
+            z_t = student_input(z_start=z_start, z_end=z_end, t=d.t, window=d.window, windows=windows)
             eps_s = _student_eps(student, batch, z_t, d.t * 1000, d, False)
             implied = lam.view(shape).float() * z_start + eta.view(shape).float() * eps_s
             z_end = torch.cat([implied[:1], z_end[1:]])
-        out = compute_losses(objective=objective, batch=batch, draws=d, z_end=z_end, windows=windows, config=config)
+        targets = distillation_batch(teacher, batch, d, plan, config, z_end=z_end)  # the teacher is not called
+        out = compute_losses(objective=objective, batch=batch, draws=d, targets=targets, config=config)
     assert out.ratio[0] >= 100 and out.weight[0] == 0
     torch.testing.assert_close(out.ratio[1], torch.tensor(1.0), rtol=1e-5, atol=0)
     torch.testing.assert_close(out.weight[1], torch.tensor(0.2), rtol=1e-5, atol=0)
@@ -193,7 +271,7 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
     def no_teacher(*args, **kwargs):
         raise AssertionError("the cached solve should have been used")
 
-    monkeypatch.setattr(distill_mod, "teacher_solve", no_teacher)
+    monkeypatch.setattr(distill_mod, "teacher_denoiser", no_teacher)
     again = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "b",
                     solve_cache=solves)
     assert_same_run(again, first)

@@ -1,4 +1,4 @@
-"""python -m export on tiny random models: every graph exports and matches torch with onnxruntime,
+"""python -m fada_rt.export on tiny random models: every graph exports and matches torch with onnxruntime,
 the onnxruntime backend runs a whole 6-step chunk like the torch backend, errors say what to do.
 
 Each engine directory is exported once per session (fixtures below, also used by test_onnx_fp16.py).
@@ -13,17 +13,17 @@ import pytest
 import torch
 from conftest import make_tiny_model, make_wav2vec2_model, random_chunk, randomize_zero_init
 
-from export.__main__ import main
-from export.engines import export_engines
-from export.parity import CHUNK_TOLERANCE, GRAPH_TOLERANCE, ChunkInputs, compare, run_chunk
-from export.samples import sample_inputs
-from export.wrappers import graph_module
 from fada_rt.backends.graph_backend import GraphDenoiser
 from fada_rt.backends.graphs import GRAPH_NAMES, graph_specs
 from fada_rt.backends.manifest import MANIFEST_NAME, EngineError, read_manifest
 from fada_rt.backends.onnxruntime_backend import OnnxRuntimeBackend, OrtRunner, open_session
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import load_model, save_model
+from fada_rt.export.__main__ import main
+from fada_rt.export.engines import export_engines
+from fada_rt.export.parity import CHUNK_TOLERANCE, GRAPH_TOLERANCE, ChunkInputs, compare, run_chunk
+from fada_rt.export.samples import sample_inputs
+from fada_rt.export.wrappers import graph_module
 from fada_rt.models.fada import BranchedDenoiser
 
 RUNTIME_GRAPHS = ("denoiser", "reference_encoder", "vae_encoder", "vae_decoder", "audio_proj")
@@ -45,7 +45,7 @@ def fast_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fast_engine(fast_student: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``python -m export`` of the fast student, fp32, all graphs, through the CLI."""
+    """``python -m fada_rt.export`` of the fast student, fp32, all graphs, through the CLI."""
     if "engine" not in _SESSION:
         out = tmp_path_factory.mktemp("engines") / "tiny-fast"
         assert main(["--checkpoint", str(fast_student), "--out", str(out)]) == 0
@@ -157,7 +157,7 @@ def test_subset_engine_refused_by_the_runtime_with_full_rebuild_command(teacher_
     with pytest.raises(EngineError) as info:
         OnnxRuntimeBackend.load(out)
     text = str(info.value)
-    assert "were not exported" in text and f"python -m export --checkpoint {ckpt} --out {out}" in text
+    assert "were not exported" in text and f"python -m fada_rt.export --checkpoint {ckpt} --out {out}" in text
     assert "--graphs" not in text
 
 

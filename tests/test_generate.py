@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import subprocess
+import sys
 import wave as wavelib
+from pathlib import Path
 
 import av
 import numpy as np
@@ -14,11 +17,13 @@ from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
 
 from fada_rt.assets import EXAMPLE_AUDIO, default_checkpoint
-from fada_rt.backends import create_backend
+from fada_rt.backends import LoadOptions, create_backend
 from fada_rt.checkpoint import save_model
 from fada_rt.generate import generate_video, main
 from fada_rt.media import probe_video, read_audio, write_wav
 from fada_rt.pipeline import AvatarPipeline, check_sampler
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +45,12 @@ def run_cli(*args: str) -> int:
     return main([*map(str, args), "--no-progress"])
 
 
-def test_generate_writes_a_playable_mp4_of_the_right_length(files, tmp_path):
+def test_generate_writes_a_playable_mp4_of_the_right_length(files, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     assert run_cli("--image", files / "face.png", "--audio", files / "speech.wav", "--checkpoint",
                    files / "fast", "--out", out) == 0
+    summary = capsys.readouterr().out
+    assert "RTF " in summary and " fps" in summary and "x real time" not in summary  # one convention: lower is better
     info = probe_video(out)  # decodes every frame
     duration = round(22050 * 1.37) / 22050
     assert info.frames == math.ceil(duration * 25) == 35
@@ -74,7 +81,7 @@ def test_every_sampler_has_a_shipped_checkpoint(sampler, role, cfg_mode):
     assert config["role"] == role and config["model"]["cfg"]["mode"] == cfg_mode
     assert config["model"]["preset"] == "tiny" and (folder / "model.safetensors").stat().st_size > 1_000_000
     assert "command" in config["info"]  # how it was trained
-    check_sampler(sampler, create_backend("torch", checkpoint=folder))  # the pair really runs
+    check_sampler(sampler, create_backend(LoadOptions("torch", checkpoint=folder)))  # the pair really runs
     with pytest.raises(ValueError, match="no shipped checkpoint for sampler"):
         default_checkpoint("bogus")
 
@@ -116,7 +123,7 @@ def test_bad_inputs_give_clear_errors_and_no_output(files, tmp_path, capsys, cas
 @pytest.mark.parametrize(("extra", "message"), [
     (["--preset", "sd15"], "is a checkpoint of preset 'tiny', but preset 'sd15' was asked for"),
     (["--sampler", "balanced"], "use --sampler fast"),
-    (["--backend", "onnxruntime", "--engine-dir", "/nonexistent/engines"], "python -m export"),
+    (["--backend", "onnxruntime", "--engine-dir", "/nonexistent/engines"], "python -m fada_rt.export"),
     (["--audio", "/nonexistent/a.wav"], "audio file /nonexistent/a.wav does not exist"),
     (["--cfg-audio", "-2"], "cfg_audio must be a guidance scale in [0, 20]"),
 ])
@@ -138,6 +145,9 @@ def test_silent_audio_is_allowed_and_reported(files, tmp_path, caplog):
         result = generate_video(pipeline=pipeline, image=files / "face.png", audio=tmp_path / "quiet.wav",
                                 out=tmp_path / "q.mp4", progress=False)
     assert result.silent and result.frames == probe_video(tmp_path / "q.mp4").frames == 13
+    assert result.video_seconds == 13 / pipeline.config.audio.fps
+    assert result.rtf == pytest.approx(result.wall_seconds / result.video_seconds)  # compute s / media s
+    assert result.fps == pytest.approx(13 / result.wall_seconds)
     assert "is silent" in caplog.text
 
 
@@ -181,3 +191,35 @@ def test_failure_before_the_first_frame_leaves_no_file(files, tmp_path):
         generate_video(pipeline=pipeline, image=files / "face.png", audio=files / "speech.wav",
                        out=tmp_path / "none.mp4", progress=False, on_chunk=fail)
     assert not (tmp_path / "none.mp4").exists()
+
+
+HELP_MODULES = ("fada_rt.generate", "fada_rt.live", "fada_rt.checkpoint", "fada_rt.export", "benchmarks.nfe_latency",
+                "benchmarks.guidance_sweep", "benchmarks.quality_table")
+EXTRAS = ("onnx", "onnxruntime", "sounddevice", "cv2", "scipy", "accelerate", "matplotlib", "tensorrt", "polygraphy")
+
+
+def test_every_help_works_without_the_optional_extras():
+    """--help of every command line with none of the extras installed (their imports fail as if absent)."""
+    script = (
+        "import runpy, sys\n"
+        f"for name in {EXTRAS!r}:\n"
+        "    sys.modules[name] = None\n"
+        "failed = []\n"
+        f"for module in {HELP_MODULES!r}:\n"
+        "    sys.argv = [module, '--help']\n"
+        "    try:\n"
+        "        runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+        "    except SystemExit as e:\n"
+        "        if e.code:\n"
+        "            failed.append(module)\n"
+        "    except Exception as e:\n"
+        "        failed.append(f'{module}: {e!r}')\n"
+        "    else:\n"
+        "        failed.append(f'{module}: no --help')\n"
+        "print('FAILED', failed, file=sys.stderr)\n"
+        "sys.exit(1 if failed else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for flag in ("--dtype", "--backend", "--engine-dir", "--precision"):
+        assert flag in proc.stdout

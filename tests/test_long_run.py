@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import benchmarks.long_run as long_run
-from benchmarks.metrics.mouth import MouthEstimator
-from benchmarks.metrics.windows import (
+from fada_rt.clips import SAMPLES_PER_FRAME
+from fada_rt.metrics.mouth import MouthEstimator
+from fada_rt.metrics.windows import (
     drift_figure,
     mean_frame,
     sequence_windows,
@@ -18,7 +19,6 @@ from benchmarks.metrics.windows import (
     slope_per_minute,
     window_bounds,
 )
-from train.clips import SAMPLES_PER_FRAME
 from train.synthetic.sequence import make_sequence, silent_frames
 
 

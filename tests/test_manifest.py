@@ -20,6 +20,7 @@ from fada_rt.backends.manifest import (
     TensorRTEntry,
     check_graph_files,
     check_tensorrt,
+    engine_precision,
     read_manifest,
     rebuild_command,
     sha256_file,
@@ -27,6 +28,7 @@ from fada_rt.backends.manifest import (
     write_manifest,
 )
 from fada_rt.config import ModelConfig, get_preset
+from fada_rt.precision import Precision
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 NAMES = ("denoiser", "reference_encoder", "vae_encoder", "vae_decoder", "audio_proj")
@@ -53,7 +55,7 @@ def _engine_dir(tmp_path: Path, *, tensorrt: bool = True) -> tuple[Path, Manifes
 
 
 def _expected_command(folder: Path) -> str:
-    return f"python -m export --checkpoint runs/student --out {shlex.quote(str(folder))} --precision fp16 --tensorrt"
+    return f"python -m fada_rt.export --checkpoint runs/student --out {shlex.quote(str(folder))} --precision fp16 --tensorrt"
 
 
 def test_round_trip_and_strict_keys(tmp_path: Path) -> None:
@@ -136,7 +138,7 @@ def test_engine_without_tensorrt_or_without_a_graph(tmp_path: Path) -> None:
 
 
 def test_missing_or_unfinished_directory(tmp_path: Path) -> None:
-    with pytest.raises(EngineError, match=r"does not exist\. Export one with:\n  python -m export --checkpoint"):
+    with pytest.raises(EngineError, match=r"does not exist\. Export one with:\n  python -m fada_rt.export --checkpoint"):
         read_manifest(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     with pytest.raises(EngineError, match=r"has no manifest\.json: the export did not finish or its parity checks"):
@@ -149,8 +151,37 @@ def test_missing_or_unfinished_directory(tmp_path: Path) -> None:
 def test_rebuild_command_and_timing_cache_key() -> None:
     cmd = rebuild_command(checkpoint="my ckpt", out="engines/x", graphs=("denoiser", "audio_proj"),
                           precision="fp32", tensorrt=False, denoiser_batch=3)
-    assert shlex.split(cmd) == ["python", "-m", "export", "--checkpoint", "my ckpt", "--out", "engines/x",
+    assert shlex.split(cmd) == ["python", "-m", "fada_rt.export", "--checkpoint", "my ckpt", "--out", "engines/x",
                                 "--graphs", "denoiser", "audio_proj", "--precision", "fp32", "--denoiser-batch", "3"]
     assert timing_cache_name("10.9.0.34", H100) == "timing-trt10.9.0.34-nvidia-h100-80gb-hbm3-sm90.cache"
     keys = {timing_cache_name(v, g) for v in ("10.9.0.34", "11.0.0") for g in (H100, GpuInfo("NVIDIA L4", "8.9"))}
     assert len(keys) == 4  # another TensorRT or GPU never reuses a cache
+
+
+def test_engine_precisions_are_fp32_and_fp16(tmp_path: Path) -> None:
+    """One precision vocabulary: torch's spellings are read as fp32/fp16, bf16 is refused with the reason,
+    and manifests on disk say "fp32" / "fp16"."""
+    assert engine_precision("float16") is Precision.FP16 and engine_precision(Precision.FP32) is Precision.FP32
+    with pytest.raises(ValueError, match="engines are fp32 or fp16, not bf16"):
+        engine_precision("bf16")
+    folder, manifest = _engine_dir(tmp_path, tensorrt=False)
+    assert json.loads((folder / MANIFEST_NAME).read_text())["precision"] == "fp16" == read_manifest(folder).precision
+    data = manifest.to_dict()
+    for value, ok in (("fp32", True), ("float32", True), ("bf16", False), ("int8", False)):
+        if ok:
+            assert Manifest.from_dict({**data, "precision": value}).precision == "fp32"
+        else:
+            with pytest.raises(ValueError, match="engines are fp32 or fp16"):
+                Manifest.from_dict({**data, "precision": value})
+
+
+def test_export_cli_precision_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from fada_rt.export.__main__ import build_parser  # needs neither onnx nor onnxruntime
+
+    parser = build_parser()
+    base = ["--checkpoint", "c", "--out", "o"]
+    assert parser.parse_args(base).precision is Precision.FP32
+    assert parser.parse_args([*base, "--precision", "float16"]).precision is Precision.FP16
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--precision", "bf16"])
+    assert "engines are fp32 or fp16, not bf16" in capsys.readouterr().err

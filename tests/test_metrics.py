@@ -1,4 +1,4 @@
-"""Metrics of the synthetic world discriminate good from bad generations (DESIGN.md §6).
+"""Metrics of the synthetic world discriminate good from bad generations (docs/design.md §6).
 
 Margins (ratios / thresholds) are stated in each test; measured values at the time of
 writing are in the comments.
@@ -16,15 +16,15 @@ import torch
 from scipy.linalg import sqrtm
 
 from benchmarks.evaluate import main as evaluate_main
-from benchmarks.metrics.features import FixedClipFeatures, FixedFrameFeatures
-from benchmarks.metrics.fid import fid, frame_features
-from benchmarks.metrics.frechet import fit_gaussian, frechet_distance, frechet_distance_of
-from benchmarks.metrics.fvd import fvd, window_features
-from benchmarks.metrics.identity import identity_error
-from benchmarks.metrics.jitter import temporal_jitter
-from benchmarks.metrics.mouth import WEIGHTS_DIR, MouthEstimator
-from benchmarks.metrics.sync import sync_score
-from train.clips import write_clip
+from fada_rt.clips import write_clip
+from fada_rt.metrics.features import FixedClipFeatures, FixedFrameFeatures
+from fada_rt.metrics.fid import fid, frame_features
+from fada_rt.metrics.frechet import fit_gaussian, frechet_distance, frechet_distance_of
+from fada_rt.metrics.fvd import fvd, window_features
+from fada_rt.metrics.identity import identity_error
+from fada_rt.metrics.jitter import temporal_jitter
+from fada_rt.metrics.mouth import WEIGHTS_DIR, MouthEstimator
+from fada_rt.metrics.sync import sync_score
 from train.synthetic.dataset import make_clip
 from train.synthetic.degrade import blur
 
@@ -131,7 +131,7 @@ def test_sync_offset_and_confidence(gt, estimator):
 def test_mouth_follow_separates_openness_and_width(gt, estimator):
     """Ground truth: openness follows the audio closely, width less (the estimator reads width worse);
     a mouth frozen on its first frame follows nothing; the audio of another clip does not match."""
-    from benchmarks.metrics.suite import mouth_follow
+    from fada_rt.metrics.suite import mouth_follow
 
     truth = [mouth_follow(estimator, c) for c in gt]
     open_corr = np.array([r["mouth_open_corr"] for r in truth])

@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.metrics.extractors.i3d import I3D, I3DConfig, I3DFeatures, same_pad
-from benchmarks.metrics.extractors.inception import InceptionConfig, InceptionFeatures, InceptionV3
-from benchmarks.metrics.extractors.syncnet import SyncNet, SyncNetEmbedder
-from benchmarks.metrics.extractors.weights import load_strict
-from benchmarks.metrics.fvd import fvd
-from benchmarks.metrics.suite import Extractors, evaluate_clips
-from benchmarks.metrics.sync import sync_score
-from train.clips import Clip
+from fada_rt.clips import Clip
+from fada_rt.metrics.extractors.i3d import I3D, I3DConfig, I3DFeatures, same_pad
+from fada_rt.metrics.extractors.inception import InceptionConfig, InceptionFeatures, InceptionV3
+from fada_rt.metrics.extractors.syncnet import SyncNet, SyncNetEmbedder
+from fada_rt.metrics.extractors.weights import load_strict
+from fada_rt.metrics.fvd import fvd
+from fada_rt.metrics.suite import Extractors, evaluate_clips
+from fada_rt.metrics.sync import sync_score
 from train.synthetic.dataset import make_clip
 
 

@@ -12,16 +12,16 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from test_export import fast_engine, fast_student, torch_chunk  # noqa: F401  (session fixtures: one export per run)
 
-from export.__main__ import main
-from export.fp16 import F16, F32, convert_to_fp16, infer_types
-from export.onnx_export import save_onnx
-from export.parity import CHUNK_TOLERANCE, GRAPH_TOLERANCE, compare, run_chunk
-from export.samples import sample_inputs
-from export.wrappers import graph_module
 from fada_rt.backends.manifest import read_manifest
 from fada_rt.backends.onnxruntime_backend import OnnxRuntimeBackend, OrtRunner, open_session
 from fada_rt.checkpoint import load_model
 from fada_rt.config import ModelConfig
+from fada_rt.export.__main__ import main
+from fada_rt.export.fp16 import F16, F32, convert_to_fp16, infer_types
+from fada_rt.export.onnx_export import save_onnx
+from fada_rt.export.parity import CHUNK_TOLERANCE, GRAPH_TOLERANCE, compare, run_chunk
+from fada_rt.export.samples import sample_inputs
+from fada_rt.export.wrappers import graph_module
 
 NORM_AND_SOFTMAX = ("LayerNormalization", "InstanceNormalization", "Softmax")
 TIME_SCOPES = ("/time_proj/", "/time_embedding/", "/cfg_embedding/")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_model, make_wav2vec2_model, randomize_zero_init
 
-from fada_rt.backends import BackendUnavailable, create_backend
+from fada_rt.backends import BackendUnavailable, LoadOptions, create_backend
 from fada_rt.backends.torch_backend import TorchBackend, keep_norms_fp32, prepare_model
 from fada_rt.checkpoint import CheckpointError, save_model
 from fada_rt.pipeline import AvatarPipeline
@@ -251,28 +251,68 @@ def test_sampler_and_model_must_fit(tmp_path):
 def test_backend_factory_errors(tmp_path):
     save_model(fast_model(), tmp_path / "fast", role="student")
     with pytest.raises(CheckpointError, match="preset 'tiny', but preset 'sd15' was asked for"):
-        create_backend("torch", checkpoint=tmp_path / "fast", preset="sd15")
+        create_backend(LoadOptions("torch", checkpoint=tmp_path / "fast", preset="sd15"))
     with pytest.raises(ValueError, match="unknown backend"):
-        create_backend("tflite", checkpoint=tmp_path / "fast")
+        create_backend(LoadOptions("tflite", checkpoint=tmp_path / "fast"))
     with pytest.raises(ValueError, match="needs a checkpoint"):
-        create_backend("torch")
+        create_backend(LoadOptions("torch"))
     with pytest.raises(ValueError, match="--engine-dir"):
-        create_backend("onnxruntime")
-    with pytest.raises(BackendUnavailable, match="python -m export"):
-        create_backend("onnxruntime", engine_dir=tmp_path / "no-engines")
-    with pytest.raises(BackendUnavailable, match=r"TensorRT|python -m export"):  # no TensorRT here, or no engines
-        create_backend("tensorrt", engine_dir=tmp_path / "no-engines", device="cuda")
+        create_backend(LoadOptions("onnxruntime"))
+    with pytest.raises(BackendUnavailable, match=r"python -m fada_rt\.export"):
+        create_backend(LoadOptions("onnxruntime", engine_dir=tmp_path / "no-engines"))
+    with pytest.raises(BackendUnavailable, match=r"TensorRT|python -m fada_rt.export"):  # no TensorRT here, or no engines
+        create_backend(LoadOptions("tensorrt", engine_dir=tmp_path / "no-engines", device="cuda"))
     with pytest.raises(ValueError, match="compile is a torch-backend option"):
-        create_backend("tensorrt", engine_dir=tmp_path, compile=True)
+        create_backend(LoadOptions("tensorrt", engine_dir=tmp_path, compile=True))
     with pytest.raises(ValueError, match="precision is fixed"):
-        create_backend("onnxruntime", engine_dir=tmp_path, dtype="float16")
+        create_backend(LoadOptions("onnxruntime", engine_dir=tmp_path, dtype="float16"))
     with pytest.raises(CheckpointError, match="does not exist"):
-        create_backend("torch", checkpoint=tmp_path / "nothing")
+        create_backend(LoadOptions("torch", checkpoint=tmp_path / "nothing"))
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
-            create_backend("torch", checkpoint=tmp_path / "fast", device="cuda")
+            create_backend(LoadOptions("torch", checkpoint=tmp_path / "fast", device="cuda"))
     with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
         TorchBackend(fast_model(), cuda_graphs=True)
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        LoadOptions("onnxruntime", engine_dir=tmp_path, checkpoint=tmp_path / "fast")
+    with pytest.raises(ValueError, match="engine_dir is for the onnxruntime/tensorrt backends"):
+        LoadOptions(checkpoint=tmp_path / "fast", engine_dir=tmp_path)
+    with pytest.raises(ValueError, match="not onnxruntime"):
+        LoadOptions("onnxruntime", engine_dir=tmp_path, cuda_graphs=True)
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
+        LoadOptions(threads=0)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        LoadOptions(dtype="fp8")
+
+
+def test_load_options_are_one_frozen_value_from_the_command_line(tmp_path):
+    import argparse
+    import dataclasses
+
+    from fada_rt.backends import add_load_options, load_options_from_args
+    from fada_rt.precision import Precision
+
+    parser = argparse.ArgumentParser()
+    add_load_options(parser)
+    options = load_options_from_args(parser.parse_args([]))
+    assert options == LoadOptions() and options.torch_dtype == torch.float32 and options.cuda_graphs is None
+    options = load_options_from_args(parser.parse_args(["--checkpoint", "ckpt", "--device", "cuda:1", "--dtype",
+                                                        "float16", "--cuda-graphs", "--compile", "--threads", "2"]))
+    assert options == LoadOptions(checkpoint="ckpt", device="cuda:1", dtype=Precision.FP16, cuda_graphs=True,
+                                  compile=True, threads=2)
+    assert options.dtype is Precision.FP16 and options.torch_dtype == torch.float16
+    assert load_options_from_args(parser.parse_args(["--dtype", "bf16"])).dtype is Precision.BF16
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dtype", "fp8"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.device = "cpu"  # type: ignore[misc]
+    assert LoadOptions(device=torch.device("cpu")).device == "cpu"
+    # the keyword shorthand builds the same value
+    save_model(fast_model(), tmp_path / "fast", role="student")
+    pipeline = AvatarPipeline.from_checkpoint(tmp_path / "fast", dtype="fp32", threads=torch.get_num_threads())
+    assert pipeline.backend.dtype == torch.float32
+    with pytest.raises(TypeError):
+        AvatarPipeline.from_checkpoint(tmp_path / "fast", dtyp="fp16")
 
 
 def test_half_precision_keeps_a_wav2vec2_front_end_wholly_fp32():
@@ -329,8 +369,8 @@ def test_cuda_fp32_matches_cpu(face, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     save_model(fast_model(), tmp_path / "fast", role="student")
-    cpu = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast")), face)
-    cuda = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast", device="cuda")), face)
+    cpu = _chunk(AvatarPipeline(create_backend(LoadOptions(checkpoint=tmp_path / "fast"))), face)
+    cuda = _chunk(AvatarPipeline(create_backend(LoadOptions(checkpoint=tmp_path / "fast", device="cuda"))), face)
     assert np.abs(cpu[0].astype(int) - cuda[0].astype(int)).max() <= 2
     assert (cpu[1].motion_latents - cuda[1].motion_latents.cpu()).abs().max() < 1e-3
 
@@ -341,10 +381,9 @@ def test_cuda_fp32_matches_cpu(face, tmp_path, monkeypatch):
 def test_cuda_graphs_replay_equals_eager_fp16(face, tmp_path, sampler):
     model = fast_model() if sampler == "fast" else make_tiny_model().make_student("none")
     save_model(model, tmp_path / "m", role="student")
-    eager = AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "m", device="cuda", dtype="float16"),
-                           sampler=sampler)
-    graphed = AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "m", device="cuda", dtype="float16",
-                                            cuda_graphs=True), sampler=sampler)
+    half = LoadOptions(checkpoint=tmp_path / "m", device="cuda", dtype="float16")
+    eager = AvatarPipeline(create_backend(half), sampler=sampler)
+    graphed = AvatarPipeline(create_backend(half.replace(cuda_graphs=True)), sampler=sampler)
     a, b = _chunk(eager, face), _chunk(graphed, face)
     c = _chunk(graphed, face)  # a second chunk replays the captured graphs with new inputs
     assert np.abs(a[0].astype(int) - b[0].astype(int)).max() <= 1
@@ -355,7 +394,7 @@ def test_cuda_graphs_replay_equals_eager_fp16(face, tmp_path, sampler):
 @gpu
 def test_torch_compile_matches_eager(face, tmp_path):
     save_model(fast_model(), tmp_path / "fast", role="student")
-    eager = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast", device="cuda")), face)
-    compiled = _chunk(AvatarPipeline(create_backend("torch", checkpoint=tmp_path / "fast", device="cuda",
-                                                    compile=True)), face)
+    options = LoadOptions(checkpoint=tmp_path / "fast", device="cuda")
+    eager = _chunk(AvatarPipeline(create_backend(options)), face)
+    compiled = _chunk(AvatarPipeline(create_backend(options.replace(compile=True))), face)
     assert np.abs(eager[0].astype(int) - compiled[0].astype(int)).max() <= 2

@@ -1,4 +1,4 @@
-"""torch vs onnxruntime: the same checkpoint, the same chunks, the same seed (DESIGN.md §4, §5).
+"""torch vs onnxruntime: the same checkpoint, the same chunks, the same seed (docs/design.md §4, §5).
 
 Tolerances: frames within 2 uint8 levels, motion latents and reference K/V within 1e-4 absolute
 (the exporter's own graph parity is ~1e-6 relative; measured here: frames <= 1 level, latents ~1e-5).
@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import make_tiny_model, randomize_zero_init
 
-from fada_rt.backends import create_backend
+from fada_rt.backends import LoadOptions, create_backend
 from fada_rt.checkpoint import save_model
 from fada_rt.generate import generate_video
 from fada_rt.media import probe_video, write_wav
@@ -25,7 +25,7 @@ LATENT_TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    from export.engines import export_engines
+    from fada_rt.export.engines import export_engines
 
     root = tmp_path_factory.mktemp("ort")
     model = make_tiny_model(seed=4).make_student("layer_tokens")
@@ -54,8 +54,8 @@ def run_chunks(pipeline: AvatarPipeline, face: np.ndarray, wave: np.ndarray, n_c
 
 
 def test_torch_and_onnxruntime_agree_chunk_by_chunk(engines, face):
-    torch_pipe = AvatarPipeline(create_backend("torch", checkpoint=engines / "fast"))
-    ort_pipe = AvatarPipeline(create_backend("onnxruntime", engine_dir=engines / "engines"))
+    torch_pipe = AvatarPipeline(create_backend(LoadOptions("torch", checkpoint=engines / "fast")))
+    ort_pipe = AvatarPipeline(create_backend(LoadOptions("onnxruntime", engine_dir=engines / "engines")))
     assert ort_pipe.backend.name == "onnxruntime" and ort_pipe.nfe == 6
     wave = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
     a_t, f_t, m_t = run_chunks(torch_pipe, face, wave, 3)
@@ -72,7 +72,7 @@ def test_onnxruntime_engines_know_their_role_and_preset(engines):
     with pytest.raises(ValueError, match="use --sampler fast"):
         AvatarPipeline.from_checkpoint(backend="onnxruntime", engine_dir=engines / "engines", sampler="balanced")
     with pytest.raises(ValueError, match="preset 'tiny', not 'sd15'"):
-        create_backend("onnxruntime", engine_dir=engines / "engines", preset="sd15")
+        create_backend(LoadOptions("onnxruntime", engine_dir=engines / "engines", preset="sd15"))
 
 
 def test_generate_runs_on_onnxruntime(engines, face, tmp_path):

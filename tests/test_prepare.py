@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.clips import list_clips, read_clip, read_manifest
+from fada_rt.clips import list_clips, read_clip, read_manifest
 from train.prepare import LENIENT, STRICT, PrepareConfig, prepare, square_crop
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"  # a real portrait photo
@@ -113,3 +113,24 @@ def test_filter_presets_and_crop() -> None:
     assert not STRICT.passes(blurry) and not LENIENT.passes(blurry)
     assert square_crop((100, 50, 40, 40), (240, 320), 1.8) == (84, 34, 72)
     assert square_crop((0, 0, 200, 200), (240, 320), 1.8) == (0, 0, 240)  # shrunk to fit, kept inside
+
+
+def test_syncnet_flag_scores_every_clip(tmp_path: Path) -> None:
+    """``--syncnet W`` (random SyncNet weights here) fills sync_offset/sync_confidence in quality.jsonl."""
+    import torch
+    from safetensors.torch import save_file
+
+    from fada_rt.metrics.extractors.syncnet import SyncNet, SyncNetConfig
+    from train.prepare import main
+
+    torch.manual_seed(0)
+    weights = tmp_path / "syncnet.safetensors"
+    save_file({k: v.contiguous() for k, v in SyncNet(SyncNetConfig().video_size).state_dict().items()}, str(weights))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write_video(videos / "talk.mp4", _talking_frames(2.5), audio=_speech(2.5))
+    main(["--videos", str(videos), "--out", str(tmp_path / "data"), "--size", "64", "--min-seconds", "1",
+          "--max-seconds", "2", "--syncnet", str(weights)])
+    rows = [json.loads(line) for line in (tmp_path / "data" / "quality.jsonl").read_text().splitlines()]
+    assert rows and all(isinstance(r["sync_offset"], int) and abs(r["sync_offset"]) <= 15 for r in rows)
+    assert all(np.isfinite(r["sync_confidence"]) and r["sync_confidence"] >= 0 for r in rows)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny_model, randomize_zero_init
 
-from benchmarks.metrics.suite import Extractors, mean_over_seeds, seed_list
 from benchmarks.quality_table import (
     Method,
     evaluate_method,
@@ -20,6 +19,7 @@ from benchmarks.quality_table import (
     weight_by_kind,
 )
 from fada_rt.checkpoint import save_model
+from fada_rt.metrics.suite import Extractors, mean_over_seeds, seed_list
 from train.synthetic.dataset import generate_dataset
 
 

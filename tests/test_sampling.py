@@ -1,4 +1,4 @@
-"""Noise schedule, multi-CFG (Eq. 9), the DDIM teacher sampler and NFE accounting (DESIGN.md §3.1–3.2)."""
+"""Noise schedule, multi-CFG (Eq. 9), the DDIM teacher sampler and NFE accounting (docs/design.md §3.1–3.2)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from analytic import GaussianDenoiser
 
 from fada_rt.sampling import (
     BALANCED_GUIDANCE,
@@ -13,7 +14,6 @@ from fada_rt.sampling import (
     SD15_SCHEDULE,
     TEACHER_GUIDANCE,
     DDIMPlan,
-    GaussianDenoiser,
     Guidance,
     StudentPlan,
     ddim_sample,
@@ -48,7 +48,7 @@ class CountingDenoiser:
 def test_sd15_schedule_continuous_mapping():
     a = SD15_SCHEDULE.alphas_cumprod
     assert a.shape == (1000,) and a.dtype == torch.float64
-    # abar[0] = 1 - beta_0 = 0.99915, abar[999] = 0.004660 (DESIGN.md §3 and the §3.3 table)
+    # abar[0] = 1 - beta_0 = 0.99915, abar[999] = 0.004660 (docs/design.md §3 and the §3.3 table)
     assert a[0].item() == pytest.approx(0.99915, abs=1e-12)
     assert a[999].item() == pytest.approx(0.004660, abs=5e-7)
     t = torch.tensor([0.0, 0.0004, 0.001, 0.25, 0.96, 1.0], dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""PeRFlow windows, teacher window solve, student input/targets and the student sampler (DESIGN.md §3.3–3.5)."""
+"""PeRFlow windows, teacher window solve, student input/targets and the student sampler (docs/design.md §3.3–3.5)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from analytic import GaussianDenoiser
 
 from fada_rt.sampling import (
     SD15_SCHEDULE,
-    GaussianDenoiser,
     Guidance,
     PerflowWindows,
     StudentPlan,
@@ -37,7 +37,7 @@ def _randn(*shape, seed=0, dtype=torch.float32):
 
 
 def test_sd15_k4_lambda_eta_table():
-    """DESIGN.md §3.3's table (row order there: window 4 first). eta is negative."""
+    """docs/design.md §3.3's table (row order there: window 4 first). eta is negative."""
     table = {  # window: (abar start, abar end, lam, eta)
         4: (0.004660, 0.056623, 3.4858, -2.5064),
         3: (0.056623, 0.277669, 2.2145, -1.3009),

@@ -1,4 +1,4 @@
-"""The adaptive ground-truth weight W(R) of mixed supervision (paper Eq. 7–8, DESIGN.md §3.5)."""
+"""The adaptive ground-truth weight W(R) of mixed supervision (paper Eq. 7–8, docs/design.md §3.5)."""
 
 from __future__ import annotations
 

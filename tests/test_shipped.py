@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.generation import generate_clip
 from benchmarks.long_run import LONG_SEED
-from benchmarks.metrics.features import FixedFrameFeatures
-from benchmarks.metrics.fid import fid
-from benchmarks.metrics.jitter import temporal_jitter
-from benchmarks.metrics.mouth import MouthEstimator
-from benchmarks.metrics.sync import sync_score
-from benchmarks.metrics.windows import drift_figure, mean_frame, silence_scores, window_bounds
+from fada_rt.metrics.features import FixedFrameFeatures
+from fada_rt.metrics.fid import fid
+from fada_rt.metrics.generation import generate_clip
+from fada_rt.metrics.jitter import temporal_jitter
+from fada_rt.metrics.mouth import MouthEstimator
+from fada_rt.metrics.sync import sync_score
+from fada_rt.metrics.windows import drift_figure, mean_frame, silence_scores, window_bounds
 from fada_rt.pipeline import AvatarPipeline
 from train.synthetic.dataset import make_clip
 from train.synthetic.sequence import make_sequence

@@ -1,4 +1,4 @@
-"""Incremental audio features and the streaming chunk loop (DESIGN.md §2 'streaming', §4)."""
+"""Incremental audio features and the streaming chunk loop (docs/design.md §2 'streaming', §4)."""
 
 from __future__ import annotations
 
@@ -149,6 +149,19 @@ def test_drop_late_skips_chunks_whose_successor_is_complete(pipeline, face):
     np.testing.assert_allclose(chunk.latency, 0.5)
     assert session.stats.dropped_frames == 16 and session.stats.frames == 8
     assert session.step() is None  # nothing else is complete
+
+
+def test_rtf_is_compute_seconds_per_second_of_video(pipeline, face):
+    """RTF (lower is better): the clock advances 0.16 s per reading, so each chunk of 8 frames (0.32 s of video
+    at 25 fps) costs 0.16 s between its start and its end."""
+    ticks = iter(np.arange(1000) * 0.16)
+    session = StreamingSession(pipeline, pipeline.prepare(face), generator=torch.Generator().manual_seed(0),
+                               clock=lambda: float(next(ticks)))
+    session.push(speechy(2 * 8 * SPF / 16000 + 0.1))
+    assert session.step() is not None and session.step() is not None
+    assert session.stats.frames == 16
+    assert session.stats.rtf == pytest.approx(0.16 / (8 / pipeline.config.audio.fps))
+    assert session.stats_dict()["rtf"] == pytest.approx(0.5)
 
 
 def test_latency_follows_the_arrival_of_each_frames_audio(pipeline, face):

@@ -1,11 +1,11 @@
-"""The synthetic talking-face world (DESIGN.md §6): determinism, variety, audio-driven mouth, tiers."""
+"""The synthetic talking-face world (docs/design.md §6): determinism, variety, audio-driven mouth, tiers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from train.clips import SAMPLES_PER_FRAME, list_clips, read_clip, read_labels, read_manifest, read_wav
+from fada_rt.clips import SAMPLES_PER_FRAME, list_clips, read_clip, read_labels, read_manifest, read_wav
 from train.synthetic.__main__ import main as synthetic_main
 from train.synthetic.dataset import clip_identity, generate_dataset, make_clip
 from train.synthetic.identity import sample_identity
@@ -151,14 +151,12 @@ def test_tiers_and_cli(tmp_path, capsys):
 
 
 def test_shipped_examples_are_reproducible(tmp_path):
-    from pathlib import Path
-
     from PIL import Image
 
+    from fada_rt.assets import EXAMPLES_DIR as shipped
     from train.synthetic.examples import make_examples
 
     face, wav = make_examples(out=tmp_path)
-    shipped = Path(__file__).resolve().parents[1] / "examples"
     # Pixels, not PNG bytes: zlib versions may compress the same image differently.
     np.testing.assert_array_equal(np.asarray(Image.open(face)), np.asarray(Image.open(shipped / "face.png")))
     assert np.asarray(Image.open(face)).shape == (256, 256, 3)

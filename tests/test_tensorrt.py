@@ -17,13 +17,13 @@ import pytest
 import torch
 from test_export import fast_student  # noqa: F401  (session fixture)
 
-from export.__main__ import main
-from export.tensorrt_build import check_network_io, profile_shapes
 from fada_rt.backends.base import BackendUnavailable
 from fada_rt.backends.graph_backend import run_rows
 from fada_rt.backends.graphs import DynamicDim, GraphSpec, TensorSpec
 from fada_rt.backends.manifest import EngineError
 from fada_rt.backends.tensorrt_backend import CudaGraph, TensorRTBackend, TrtRunner, cuda_call, gpu_info
+from fada_rt.export.__main__ import main
+from fada_rt.export.tensorrt_build import check_network_io, profile_shapes
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 real_trt = pytest.mark.skipif(not (HAVE_TRT and torch.cuda.is_available()), reason="needs TensorRT and a CUDA GPU")
@@ -275,10 +275,10 @@ def test_missing_tensorrt_names_the_extra(tmp_path: Path, fast_student: Path,  #
 @real_trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_real_engines_build_load_and_match_torch(fast_student: Path, tmp_path: Path, precision: str) -> None:  # noqa: F811
-    from export.parity import CHUNK_TOLERANCE, chunk_parity
     from fada_rt.backends.manifest import read_manifest, write_manifest
     from fada_rt.backends.torch_backend import TorchBackend
     from fada_rt.checkpoint import load_model
+    from fada_rt.export.parity import CHUNK_TOLERANCE, chunk_parity
 
     out = tmp_path / f"trt-{precision}"
     assert main(["--checkpoint", str(fast_student), "--out", str(out), "--precision", precision, "--tensorrt"]) == 0

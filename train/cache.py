@@ -21,10 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from fada_rt.clips import clip_id_of, list_clips, read_clip
 from fada_rt.config import AudioConfig, ModelConfig, get_preset
 from fada_rt.models.audio import build_audio_frontend
 from fada_rt.models.vae import VAE
-from train.clips import clip_id_of, list_clips, read_clip
 
 INDEX_NAME = "index.json"
 
@@ -118,7 +118,7 @@ def build_synthetic_cache(*, data: str | Path, out: str | Path, vae: VAE, config
     from contextlib import nullcontext
     from multiprocessing import get_context
 
-    from train.clips import pcm16_round_trip, write_labels
+    from fada_rt.clips import pcm16_round_trip, write_labels
     from train.synthetic.dataset import clip_kind, write_world_index
 
     if manifest not in (None, "A", "B"):

@@ -1,4 +1,4 @@
-"""Training chunks drawn from the latent cache (paper §3.1, DESIGN.md §2).
+"""Training chunks drawn from the latent cache (paper §3.1, docs/design.md §2).
 
 A training chunk is ``F`` consecutive frames of one clip with
 * a reference frame drawn from the same clip (as EMO / Hallo do),
@@ -80,20 +80,6 @@ def trained_rollout(config: ModelConfig, *, motion_noise_steps: int, noise_shari
         return config
     return config.replace(rollout=RolloutConfig(motion_noise_step=motion_noise_steps // 2,
                                                 noise_sharing=noise_sharing_max, reference_sink=reference_sink))
-
-
-def add_rollout_options(p) -> None:
-    """The command-line options of both trainers for what the runtime feeds a model chunk after chunk
-    (:class:`fada_rt.config.RolloutConfig`), declared once."""
-    p.add_argument("--motion-noise-steps", type=int, default=0,
-                   help="motion latents forward-noised to a training index drawn from U{0..N-1} per chunk "
-                        "(Hallo2): robustness to the model's own motion frames in long videos; 0: clean (the paper)")
-    p.add_argument("--noise-sharing-max", type=float, default=0.0,
-                   help="mixed noise prior: each sample's frames share a part rho ~ U(0, this) of their noise "
-                        "(PYoCo), for runtimes that share noise across frames (less flicker); 0: independent")
-    p.add_argument("--reference-sink", action="store_true",
-                   help="the first motion-frame slot holds the reference latent, the others the preceding frames: "
-                        "a clean anchor in the temporal context (default: all slots the preceding frames)")
 
 
 class ChunkSampler:

@@ -1,4 +1,4 @@
-"""FADA distillation (paper §3.1–3.3, DESIGN.md §3.3–3.6).
+"""FADA distillation (paper §3.1–3.3, docs/design.md §3.3–3.6).
 
 ``python -m train.distill --teacher DIR --data DIR --cache DIR --run DIR --variant fast``
 
@@ -16,7 +16,8 @@ The student starts as a copy of the teacher plus the CFG conditioning of its ``c
      condition dropout (as the teacher was trained) and the teacher solves that branch's
      conditional flow; at inference the three branches are combined by Eq. 9 (18 NFE);
 3. student input and target on the teacher segment (fixed Eq. 3, Eq. 4) and on the ground-truth
-   segment (§3.5); ``L_distill``, ``L_GT`` per sample; ``W(R)`` (Eq. 8, detached);
+   segment (§3.5) — steps 1-3 are the library's :func:`fada_rt.sampling.make_distillation_batch`
+   (:func:`distillation_batch`); ``L_distill``, ``L_GT`` per sample; ``W(R)`` (Eq. 8, detached);
    ``L_total = mean(L_distill + W L_GT)`` (Eq. 7) — both student forwards in one batch.
 
 The teacher's window ends can be cached on disk (``--solve-cache``): a solve is a pure function of
@@ -39,80 +40,66 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fada_rt.config import CFG_MODES
+from fada_rt.config import CFG_MODES, CFGMode
 from fada_rt.models.fada import BranchedDenoiser, ChunkConditions, FadaModel
 from fada_rt.sampling import (
+    Denoiser,
+    DistillationBatch,
     GTWeightConfig,
     Guidance,
     PerflowWindows,
     WindowSolvePlan,
     draw_training_times,
-    ground_truth_end,
+    make_distillation_batch,
     mixed_supervision_loss,
-    perflow_target,
-    student_input,
-    teacher_window_solve,
-    window_start_latent,
 )
-from train.data import (
-    ChunkBatch,
-    ChunkSampler,
-    add_rollout_options,
-    check_motion_noise_steps,
-    check_noise_sharing_max,
-    draw_shared_noise,
-    trained_rollout,
-)
-from train.loop import LoopConfig, add_max_minutes, run_training, step_seed, time_limit_of
+from fada_rt.sampling.perflow import TargetKind
+from train.cli import HelpFormatter, add_dataclass_options, config_dict, dataclass_from_args
+from train.data import ChunkBatch, ChunkSampler, draw_shared_noise, trained_rollout
+from train.loop import LoopConfig, RunOptions, TrainConfig, run_training, step_seed
 from train.sample_log import log_samples, read_labels_for
 from train.solve_cache import SolveCache
-from train.weighting import (
-    MOTION_MAPS,
-    check_motion_map,
-    check_motion_weight,
-    fixed_motion_map,
-    pixel_weights,
-)
+from train.weighting import fixed_motion_map, pixel_weights
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(TrainConfig):
+    """Distillation (PeRFlow + mixed supervision + multi-CFG distillation): the options both trainers share
+    (train.loop.TrainConfig) and the student's: its CFG conditioning, the windows and the teacher's solve,
+    the scales it learns and the ground-truth loss."""
+
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, lr=5e-5, warmup_steps=100,
                                                                 ema_decay=0.995, checkpoint_every=250))
-    batch_size: int = 4
+    #: training manifest: the lenient set B (§3.5; the ground-truth loss's weight keeps its bad clips in check)
+    #: or the strict set A
     manifest: str = "B"
-    cfg_mode: str = "layer_tokens"  # "none": balanced (branch-wise) student
-    gt: GTWeightConfig = field(default_factory=GTWeightConfig)  # fixed w0=0: no ground-truth loss
+    #: the CFG conditioning the student adds (Eq. 10 tokens, or a variant): one student branch per step at
+    #: inference; "none": a balanced student, trained branch by branch, its branches combined by Eq. 9
+    cfg_mode: CFGMode = "layer_tokens"
+    #: the weight W(R) of the ground-truth loss (Eq. 8; fada_rt.sampling.GTWeightConfig, the paper's defaults):
+    #: its mode, W0 (w0), exponent s, R_p (r_peak) and R_d (r_dead); mode fixed with w0 = 0: no ground-truth loss
+    gt: GTWeightConfig = field(default_factory=GTWeightConfig)
+    #: PeRFlow windows K
     num_windows: int = 4
+    #: the teacher's DDIM substeps S per window (one that lands on every window end: 5, 8, 10 for K = 4)
     substeps: int = 8
-    target: str = "ddim_eps"
-    cfg_a_range: tuple[float, float] = (1.0, 8.0)
-    cfg_r_range: tuple[float, float] = (1.0, 3.5)
-    p_drop_audio: float = 0.1
-    p_drop_both: float = 0.1
-    p_motion_from_reference: float = 0.1
-    #: motion latents forward-noised to U{0..N-1} (train/data.py), as the teacher trained with
-    motion_noise_steps: int = 0
-    #: mixed noise prior of the window starts' eps (train/data.py), as the teacher trained with
-    noise_sharing_max: float = 0.0
-    #: the first motion slot holds the reference latent (train/data.py), as the runtime's RolloutConfig.reference_sink
-    reference_sink: bool = False
-    #: per-pixel weight of moving regions in both losses (train/weighting.py); 0: uniform (the paper)
-    motion_weight: float = 0.0
-    #: its per-pixel motion: "chunk" (each chunk's own) or "dataset" (one fixed map), as train.teacher --motion-map
-    motion_map: str = "chunk"
-    #: learning rate of the CFG conditioning the student adds (tokens, CFG layers) as a multiple of
-    #: loop.lr: it starts inert (zero output projection) and must learn the whole scale response
+    #: the student's PeRFlow target (fada_rt.sampling.PerflowWindows)
+    target: TargetKind = "ddim_eps"
+    #: CFG-conditioned students: range of the audio scale cfg_a drawn per sample (Eq. 9). Centre it on the
+    #: scale you will deploy: what the student does not learn of the scale response it replaces by the
+    #: range's mean output
+    cfg_a_range: tuple[float, float] = field(default=(1.0, 8.0), metadata={"metavar": ("LOW", "HIGH")})
+    #: CFG-conditioned students: range of the reference scale cfg_r drawn per sample (Eq. 9)
+    cfg_r_range: tuple[float, float] = field(default=(1.0, 3.5), metadata={"metavar": ("LOW", "HIGH")})
+    #: CFG-conditioned students: learning rate of the CFG conditioning the student adds (tokens, CFG layers) as a
+    #: multiple of the learning rate: it starts inert (zero output projection) and must learn the whole scale
+    #: response
     cfg_lr_scale: float = 1.0
-    seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.cfg_mode not in CFG_MODES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
-        check_motion_weight(self.motion_weight)
-        check_motion_map(self.motion_map)
-        check_motion_noise_steps(self.motion_noise_steps)
-        check_noise_sharing_max(self.noise_sharing_max)
         if not (math.isfinite(self.cfg_lr_scale) and self.cfg_lr_scale > 0):
             raise ValueError(f"cfg_lr_scale must be a finite number > 0, got {self.cfg_lr_scale}")
         for name in ("cfg_a_range", "cfg_r_range"):
@@ -279,21 +266,19 @@ def distill(
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)
         d = draw_step(batch, config, windows, step=step, rank=rank)
         d = StepDraws(*(x.to(device) for x in dataclasses.astuple(d)))
-        z_end = solve_cache.get(step, rank) if solve_cache is not None else None
-        if z_end is None:
-            z_start = window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
-            z_end = teacher_solve(teacher, batch, d, z_start, plan, config)
-            if solve_cache is not None:
-                solve_cache.put(step, rank, z_end)
-        out = compute_losses(objective=obj, batch=batch, draws=d, z_end=z_end.to(device), windows=windows,
-                             config=config)
+        cached = solve_cache.get(step, rank) if solve_cache is not None else None
+        targets = distillation_batch(teacher, batch, d, plan, config,
+                                     z_end=None if cached is None else cached.to(device))
+        if solve_cache is not None and cached is None:
+            solve_cache.put(step, rank, targets.z_end)
+        out = compute_losses(objective=obj, batch=batch, draws=d, targets=targets, config=config)
         if rank == 0:
             log_samples(sample_log, step + 1, batch, d, out, labels)
         return out.total, out.logs()
 
     return run_training(model=student, objective=objective, step_fn=step_fn, loop=config.loop,
-                        run_config=_json_ready(dataclasses.asdict(config)), run_dir=run_dir, role="student",
-                        run_config_defaults=_json_ready(dataclasses.asdict(DistillConfig())),
+                        run_config=config_dict(config), run_dir=run_dir, role="student",
+                        run_config_defaults=config_dict(DistillConfig()),
                         lr_scale=lambda name: config.cfg_lr_scale if student.is_cfg_parameter(name) else 1.0,
                         stop_after=stop_after, time_limit=time_limit, validate=validate,
                         validate_every=validate_every, info=info)
@@ -315,109 +300,96 @@ class DistillLosses:
                 "weight_zero_share": (self.weight == 0).float().mean().item()}
 
 
-def compute_losses(*, objective: nn.Module, batch: ChunkBatch, draws: StepDraws, z_end: Tensor,
-                   windows: PerflowWindows, config: DistillConfig) -> DistillLosses:
-    """Student inputs and targets on the teacher segment (fixed Eq. 3, Eq. 4) and, with mixed
-    supervision, on the ground-truth segment (§3.5); one student forward for both; Eq. 7–8."""
-    d = draws
-    z_start = window_start_latent(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
-    seg = {"z_start": z_start, "t": d.t, "window": d.window, "windows": windows}
-    z_t = student_input(z_end=z_end, **seg)
-    target = perflow_target(z_start=z_start, z_end=z_end, window=d.window, windows=windows)
-    timestep = (d.t.float() * windows.schedule.num_train_timesteps).to(z_t.device)  # student: 1000 t
+def compute_losses(*, objective: nn.Module, batch: ChunkBatch, draws: StepDraws, targets: DistillationBatch,
+                   config: DistillConfig) -> DistillLosses:
+    """Eq. 5-8 on the step's student inputs and targets (:func:`distillation_batch`): the teacher segment and,
+    with mixed supervision, the ground-truth segment, in one student forward."""
+    d, tg = draws, targets
     if not config.uses_gt:
-        l_distill = objective(batch, z_t, timestep, target, d, config.cfg_conditioned)
+        l_distill = objective(batch, tg.z_t, tg.timestep, tg.target, d, config.cfg_conditioned)
         nan = torch.full_like(l_distill, float("nan"))
         return DistillLosses(l_distill.mean(), l_distill, nan, nan, torch.zeros_like(l_distill))
-    z_gt_end = ground_truth_end(x0=batch.x0, eps=d.eps, window=d.window, windows=windows)
-    z_t_gt = student_input(z_end=z_gt_end, **seg)
-    target_gt = perflow_target(z_start=z_start, z_end=z_gt_end, window=d.window, windows=windows)
-    losses = objective(batch, torch.cat([z_t, z_t_gt]), timestep.repeat(2), torch.cat([target, target_gt]), d,
-                       config.cfg_conditioned)
+    if tg.z_t_gt is None or tg.target_gt is None:
+        raise ValueError(f"the ground-truth loss ({config.gt}) needs the batch's ground-truth segment")
+    losses = objective(batch, torch.cat([tg.z_t, tg.z_t_gt]), tg.timestep.repeat(2),
+                       torch.cat([tg.target, tg.target_gt]), d, config.cfg_conditioned)
     l_distill, l_gt = losses.chunk(2)
     mixed = mixed_supervision_loss(l_distill=l_distill, l_gt=l_gt, config=config.gt)
     return DistillLosses(mixed.total, l_distill, l_gt, mixed.ratio, mixed.weight)
 
 
-@torch.no_grad()
-def teacher_solve(teacher: FadaModel, batch: ChunkBatch, d: StepDraws, z_start: Tensor, plan: WindowSolvePlan,
-                  config: DistillConfig) -> Tensor:
-    """The teacher's window end ``zhat_{t_{k-1}}`` (Eq. 2) for each sample of the batch."""
+def teacher_denoiser(teacher: FadaModel, batch: ChunkBatch, d: StepDraws,
+                     config: DistillConfig) -> tuple[Denoiser, Guidance]:
+    """The teacher as the window solve (Eq. 2) calls it, and its guidance: CFG-conditioned students get the
+    multi-CFG prediction at each sample's scales; the others each sample's own dropout branch, conditionally."""
     conditions = teacher.conditions(batch.reference, batch.motion, batch.audio)
     if config.cfg_conditioned:
-        denoiser = BranchedDenoiser(teacher.denoiser, conditions)
-        guidance = Guidance(mode="multi", cfg_a=d.cfg[:, 0], cfg_r=d.cfg[:, 1])
-    else:
-        denoiser = SampleBranchDenoiser(teacher, conditions, d.keep_audio, d.keep_ref)
-        guidance = Guidance(mode="conditional")
-    return teacher_window_solve(denoiser=denoiser, z_start=z_start, window=d.window, guidance=guidance,
-                                plan=plan).z_end
+        return (BranchedDenoiser(teacher.denoiser, conditions),
+                Guidance(mode="multi", cfg_a=d.cfg[:, 0], cfg_r=d.cfg[:, 1]))
+    return SampleBranchDenoiser(teacher, conditions, d.keep_audio, d.keep_ref), Guidance(mode="conditional")
 
 
-def _json_ready(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _json_ready(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_json_ready(v) for v in data]
-    return data
+@torch.no_grad()
+def distillation_batch(teacher: FadaModel, batch: ChunkBatch, d: StepDraws, plan: WindowSolvePlan,
+                       config: DistillConfig, *, z_end: Tensor | None = None) -> DistillationBatch:
+    """One step's student inputs and targets: :func:`fada_rt.sampling.make_distillation_batch` with this
+    run's teacher (:func:`teacher_denoiser`); ``z_end``: the teacher's window end from a solve cache (the
+    teacher is not called)."""
+    denoiser, guidance = (None, None) if z_end is not None else teacher_denoiser(teacher, batch, d, config)
+    return make_distillation_batch(teacher=denoiser, x0=batch.x0, eps=d.eps, t=d.t, window=d.window,
+                                   guidance=guidance, plan=plan, z_end=z_end, ground_truth=config.uses_gt)
+
+
+def build_parser(variant: str = "fast") -> argparse.ArgumentParser:
+    """``python -m train.distill``'s options: the teacher and the variant, then :class:`train.loop.RunOptions`
+    and :class:`DistillConfig` (train/cli.py: one option per field) with ``variant``'s defaults."""
+    p = argparse.ArgumentParser(prog="python -m train.distill", formatter_class=HelpFormatter,
+                                description="Distil a FADA student from a teacher (PeRFlow + mixed supervision "
+                                            "+ multi-CFG distillation).")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint folder (python -m train.teacher)")
+    p.add_argument("--variant", default="fast", choices=sorted(VARIANTS),
+                   help="configuration of the paper's Tables 2-4: the defaults of the DistillConfig options "
+                        "(--help shows those of the --variant given)")
+    p.add_argument("--solve-cache", default=None, help="folder caching the teacher's window solves")
+    add_dataclass_options(p, RunOptions)
+    add_dataclass_options(p, DistillConfig, defaults=VARIANTS[variant], inline=("loop",))
+    return p
+
+
+def _variant_of(argv: list[str] | None) -> str:
+    """The --variant of a command line (its defaults are the parser's); an unknown one is left to the parser."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--variant", default="fast")
+    variant = pre.parse_known_args(argv)[0].variant
+    return variant if variant in VARIANTS else "fast"
+
+
+#: DistillConfig options only CFG-conditioned students read
+CFG_OPTIONS = ("cfg_a_range", "cfg_r_range", "cfg_lr_scale")
 
 
 def main(argv: list[str] | None = None) -> None:
     from fada_rt.checkpoint import load_model
+    from fada_rt.clips import read_manifest
     from train.cache import open_cache, weights_digest
-    from train.clips import read_manifest
     from train.loop import command_line
 
-    p = argparse.ArgumentParser(description="Distil a FADA student from a teacher (PeRFlow + mixed supervision "
-                                            "+ multi-CFG distillation).")
-    p.add_argument("--teacher", required=True, help="teacher checkpoint folder (python -m train.teacher)")
-    p.add_argument("--data", required=True, help="dataset folder (manifests; labels are read for logging only)")
-    p.add_argument("--cache", required=True, help="latent cache folder built with the teacher's VAE")
-    p.add_argument("--run", required=True, help="run folder: checkpoints, metrics.csv, samples.csv, student/")
-    p.add_argument("--variant", default="fast", choices=sorted(VARIANTS), help="configuration of Tables 2-4")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the variant's)")
-    p.add_argument("--batch-size", type=int, default=None, help="chunks per step (default: the variant's)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the variant's)")
-    p.add_argument("--solve-cache", default=None, help="folder caching the teacher's window solves")
-    p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
-    add_max_minutes(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of data, noise, window and scale draws")
-    p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
-    p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
-    p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
-    add_rollout_options(p)  # give the teacher's
-    p.add_argument("--motion-weight", type=float, default=0.0,
-                   help="weight of moving pixels (mouth, eyes) in the losses, as train.teacher --motion-weight; "
-                        "0: uniform pixels")
-    p.add_argument("--motion-map", default="chunk", choices=MOTION_MAPS,
-                   help="where --motion-weight's per-pixel motion comes from, as train.teacher --motion-map")
-    p.add_argument("--cfg-a-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="CFG-conditioned variants: range of the audio scale cfg_a drawn per sample (Eq. 9; "
-                        "default: the variant's, 1 8)")
-    p.add_argument("--cfg-r-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="CFG-conditioned variants: range of the reference scale cfg_r drawn per sample "
-                        "(default: the variant's, 1 3.5)")
-    p.add_argument("--cfg-lr-scale", type=float, default=None,
-                   help="CFG-conditioned variants: learning rate of the added CFG tokens and layers as a multiple "
-                        "of --lr (default: the variant's)")
+    variant = _variant_of(argv)
+    p = build_parser(variant)
     args = p.parse_args(argv)
-    config = VARIANTS[args.variant]
-    loop = dataclasses.replace(config.loop, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr))
-                                               if v is not None})
-    cfg_options = {k: tuple(v) for k, v in (("cfg_a_range", args.cfg_a_range), ("cfg_r_range", args.cfg_r_range))
-                   if v is not None}
-    if args.cfg_lr_scale is not None:
-        cfg_options["cfg_lr_scale"] = args.cfg_lr_scale
-    if cfg_options and not config.cfg_conditioned:
-        p.error(f"--cfg-a-range / --cfg-r-range / --cfg-lr-scale are for CFG-conditioned variants; "
-                f"{args.variant!r} is branch-wise")
-    config = dataclasses.replace(config, loop=loop, seed=args.seed, motion_noise_steps=args.motion_noise_steps,
-                                 noise_sharing_max=args.noise_sharing_max, reference_sink=args.reference_sink,
-                                 motion_weight=args.motion_weight, motion_map=args.motion_map, **cfg_options,
-                                 batch_size=args.batch_size if args.batch_size is not None else config.batch_size)
+    base = VARIANTS[args.variant]
+    try:
+        run = dataclass_from_args(RunOptions, args)
+        config = dataclass_from_args(DistillConfig, args, defaults=base)
+    except ValueError as e:
+        p.error(str(e))
+    changed = [name for name in CFG_OPTIONS if getattr(config, name) != getattr(base, name)]
+    if changed and not config.cfg_conditioned:
+        p.error(f"{', '.join('--' + n.replace('_', '-') for n in changed)}: for CFG-conditioned students; "
+                f"{args.variant!r} (cfg_mode {config.cfg_mode!r}) is branch-wise")
     teacher, _ = load_model(args.teacher, role="teacher")
-    clip_ids = read_manifest(args.data, config.manifest)
-    cache = open_cache(args.cache, config=teacher.config, vae_digest=weights_digest(teacher.vae), clip_ids=clip_ids)
+    clip_ids = read_manifest(run.data, config.manifest)
+    cache = open_cache(run.cache, config=teacher.config, vae_digest=weights_digest(teacher.vae), clip_ids=clip_ids)
     sampler = ChunkSampler(cache, config=teacher.config, seed=config.seed,
                            p_motion_from_reference=config.p_motion_from_reference,
                            motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink)
@@ -427,19 +399,16 @@ def main(argv: list[str] | None = None) -> None:
         solve_cache = SolveCache(args.solve_cache, teacher_digest=weights_digest(teacher),
                                  data_digest=data_digest.hexdigest(), config=config)
     validate = None
-    if args.validate_every:
+    if run.validate_every:
         from train.validate import Validator
 
-        if args.val_data is None:
-            raise ValueError("--validate-every needs --val-data (a held-out dataset)")
-        validate = Validator(data=args.val_data, run_dir=args.run, num_clips=args.val_clips,
+        validate = Validator(data=run.val_data, run_dir=run.run, num_clips=run.val_clips,
                              sampler="fast" if config.cfg_conditioned else "balanced")
     info = {"command": command_line("train.distill", argv), "variant": args.variant, "teacher": str(args.teacher),
             "train_clips": len(sampler)}
-    losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=args.run, solve_cache=solve_cache,
-                     labels=read_labels_for(args.data, clip_ids), stop_after=args.stop_after,
-                     time_limit=time_limit_of(args), validate=validate,
-                     validate_every=args.validate_every, info=info)
+    losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=run.run, solve_cache=solve_cache,
+                     labels=read_labels_for(run.data, clip_ids), stop_after=run.stop_after,
+                     time_limit=run.time_limit, validate=validate, validate_every=run.validate_every, info=info)
     if losses:
         print(f"steps run: {len(losses)}; mean loss of the last 100: {sum(losses[-100:]) / len(losses[-100:]):.4f}")
 

@@ -10,12 +10,11 @@ uninterrupted one exactly.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +25,119 @@ from tqdm import tqdm
 
 from fada_rt.checkpoint import save_model
 from fada_rt.models.fada import FadaModel
+from fada_rt.precision import Precision
+from train.data import check_motion_noise_steps, check_noise_sharing_max
 from train.ema import EMA
 from train.state import latest_step_dir, load_training_state, save_training_state, step_dir
+from train.weighting import MOTION_MAPS, check_motion_map, check_motion_weight
 
 
 @dataclass(frozen=True)
 class LoopConfig:
+    """The optimizer and the loop: AdamW with linear warm-up, gradient clipping, EMA, mixed precision,
+    checkpoints and logging."""
+
+    #: total optimizer steps of the run (resuming goes on to this step)
     steps: int = 20000
+    #: peak learning rate (AdamW)
     lr: float = 2e-4
+    #: steps of the linear learning-rate warm-up
     warmup_steps: int = 500
+    #: AdamW's weight decay
     weight_decay: float = 0.01
+    #: gradient-norm clipping threshold
     grad_clip: float = 1.0
+    #: decay of the exponential moving average of the weights (the exported model)
     ema_decay: float = 0.999
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (GPU)
+    #: mixed precision on GPUs (accelerate): fp32 (none), fp16 or bf16; "no" reads as fp32 (older runs)
+    mixed_precision: Precision = Precision.FP32
+    #: steps between resumable checkpoints (and exports of RUN/<role>-latest)
     checkpoint_every: int = 1000
+    #: resumable checkpoints kept (the newest)
     keep_checkpoints: int = 2
+    #: steps between rows of metrics.csv
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        object.__setattr__(self, "mixed_precision", Precision.parse(self.mixed_precision))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What both trainers' configs share (train.teacher.TeacherTrainConfig and train.distill.DistillConfig
+    extend it): the loop, the training chunks (train/data.py), condition dropout and the per-pixel loss
+    weight (train/weighting.py). Saved with a run and compared on resume."""
+
+    #: the optimizer and the loop (train.loop.LoopConfig): AdamW with linear warm-up, gradient clipping, EMA,
+    #: mixed precision, checkpoints and logging
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    #: chunks per step per process (GPU)
+    batch_size: int = 4
+    #: seed of every draw (data, noise, timesteps, condition dropout; distillation: windows and scales)
+    seed: int = 0
+    #: condition dropout: share of samples without audio (CFG branch "r" of Eq. 9; distillation: students
+    #: without CFG conditioning only)
+    p_drop_audio: float = 0.1
+    #: condition dropout: share of samples without reference and audio (CFG branch "b" of Eq. 9)
+    p_drop_both: float = 0.1
+    #: share of chunks whose motion frames are all the reference latent (what the runtime feeds the first chunk)
+    p_motion_from_reference: float = 0.1
+    #: motion latents forward-noised to a training index drawn from U{0..N-1} per chunk (Hallo2): robustness to
+    #: the model's own motion frames in long videos; 0: clean (the paper). A student trains with its teacher's
+    motion_noise_steps: int = 0
+    #: mixed noise prior: each sample's frames share a part rho ~ U(0, this) of their noise (PYoCo), for
+    #: runtimes that share noise across frames (less flicker); 0: independent noise per frame
+    noise_sharing_max: float = 0.0
+    #: the first motion-frame slot holds the reference latent, the others the preceding frames: a clean anchor
+    #: in the temporal context, as the runtime's RolloutConfig.reference_sink (off: all slots the preceding frames)
+    reference_sink: bool = False
+    #: weight K of moving pixels (mouth, eyes) in the loss: (1 + K s / mean(s)) / (1 + K), s = each latent
+    #: pixel's std over the chunk: lip-sync detail; 0: uniform pixels (the paper)
+    motion_weight: float = 0.0
+    #: where the motion weight's per-pixel std comes from: each chunk's own frames ("chunk": tilts the optimum
+    #: towards over-moving mouths) or the training set's mean ("dataset": one fixed lip-region map, unbiased)
+    motion_map: str = field(default="chunk", metadata={"choices": MOTION_MAPS})
+
+    def __post_init__(self) -> None:
+        if self.p_drop_audio + self.p_drop_both >= 1:
+            raise ValueError("p_drop_audio + p_drop_both must be < 1")
+        check_motion_weight(self.motion_weight)
+        check_motion_map(self.motion_map)
+        check_motion_noise_steps(self.motion_noise_steps)
+        check_noise_sharing_max(self.noise_sharing_max)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a run reads and writes, and when it stops or validates: the trainers' options that are not
+    part of the run's config (a resumed run may change them)."""
+
+    #: dataset folder (its manifests; its clip labels are read for logging only)
+    data: str
+    #: latent cache folder (python -m train.cache), built with the model's VAE
+    cache: str
+    #: run folder: checkpoints, metrics.csv, TensorBoard logs and the exported model
+    run: str
+    #: return after this global step with a resumable checkpoint (run the command again to go on)
+    stop_after: int | None = None
+    #: stop after this many minutes of training with a resumable checkpoint (a time-limited machine; run the
+    #: command again to go on)
+    max_minutes: float | None = None
+    #: steps between validation videos (0: never); needs val_data
+    validate_every: int = 0
+    #: held-out dataset for the validation videos
+    val_data: str | None = None
+    #: held-out clips per validation
+    val_clips: int = 4
+
+    def __post_init__(self) -> None:
+        if self.validate_every and self.val_data is None:
+            raise ValueError("validate_every needs val_data (a held-out dataset)")
+
+    @property
+    def time_limit(self) -> float | None:
+        """:func:`run_training`'s ``time_limit`` (seconds), from ``max_minutes``."""
+        return None if self.max_minutes is None else 60.0 * self.max_minutes
 
 
 def step_seed(seed: int, step: int, rank: int, *, stream: int) -> int:
@@ -98,7 +190,7 @@ def run_training(
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
-    accelerator = Accelerator(mixed_precision=loop.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=loop.mixed_precision.accelerate, cpu=not torch.cuda.is_available())
     device = accelerator.device
     objective.to(device)
     groups = parameter_groups(model, lr_scale)
@@ -109,7 +201,7 @@ def run_training(
     latest = latest_step_dir(run_dir)
     if latest is not None:
         meta = load_training_state(latest, model=model, ema=ema, optimizer=optimizer)
-        saved = _with_defaults(meta["run_config"], run_config_defaults or {})
+        saved = _normalized(_with_defaults(meta["run_config"], run_config_defaults or {}))
         if _without_steps(saved) != _without_steps(run_config):
             raise ValueError(f"{latest} was trained with another config; use a new run folder.\n"
                              f"saved: {meta['run_config']}\nnow:   {run_config}")
@@ -189,6 +281,15 @@ def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
     return out
 
 
+def _normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config in today's spelling: ``loop.mixed_precision`` "no" (runs before
+    :class:`fada_rt.precision.Precision`) is "fp32"."""
+    loop = config.get("loop")
+    if not (isinstance(loop, dict) and "mixed_precision" in loop):
+        return config
+    return {**config, "loop": {**loop, "mixed_precision": Precision.parse(loop["mixed_precision"]).value}}
+
+
 def _without_steps(config: dict[str, Any]) -> dict[str, Any]:
     out = dict(config)
     loop = dict(out.get("loop", {}))
@@ -203,24 +304,8 @@ def _prune(run_dir: Path, keep: int) -> None:
         shutil.rmtree(old)
 
 
-def add_max_minutes(parser: Any) -> None:
-    """``--max-minutes`` of the trainers' CLIs; :func:`time_limit_of` turns it into ``time_limit``."""
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop after this many minutes of training with a resumable checkpoint (a time-limited "
-                             "machine; run the command again to go on)")
-
-
-def time_limit_of(args: Any) -> float | None:
-    """``run_training``'s ``time_limit`` (seconds) from parsed ``--max-minutes``."""
-    return None if args.max_minutes is None else 60.0 * args.max_minutes
-
-
 def command_line(module: str, argv: list[str] | None) -> str:
     return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
-
-
-def as_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
 
 
 class MetricLog:

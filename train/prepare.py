@@ -1,4 +1,4 @@
-"""Prepare real talking videos as training clips (paper §4.1 "Datasets", DESIGN.md §6).
+"""Prepare real talking videos as training clips (paper §4.1 "Datasets", docs/design.md §6).
 
 ``python -m train.prepare --videos DIR --out DIR [--size 512] [--syncnet WEIGHTS]``
 
@@ -35,7 +35,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from train.clips import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, write_clip, write_manifest
+from fada_rt.clips import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, write_clip, write_manifest
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts")
 
@@ -267,6 +267,21 @@ def prepare(*, videos: str | Path, out: str | Path, config: PrepareConfig = Prep
     return report
 
 
+def syncnet_scorer(weights: str | Path) -> Callable[[np.ndarray, np.ndarray], tuple[int, float]]:
+    """(frames, audio) -> (offset, confidence) of SyncNet weights (safetensors, strict keys; the LSE-C
+    filter of real data: see ``fada_rt.metrics.extractors.syncnet``)."""
+    from fada_rt.metrics.extractors.syncnet import SyncNetEmbedder
+    from fada_rt.metrics.sync import sync_score
+
+    embedder = SyncNetEmbedder.from_file(weights)
+
+    def score(frames: np.ndarray, audio: np.ndarray) -> tuple[int, float]:
+        result = sync_score(*embedder.embed(frames, audio))
+        return result.offset, result.confidence
+
+    return score
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Turn a folder of talking videos into training clips and manifests.")
     p.add_argument("--videos", required=True, help="folder of input videos (searched recursively)")
@@ -280,11 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     config = PrepareConfig(size=args.size, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            crop_scale=args.crop_scale)
-    sync_scorer = None
-    if args.syncnet:
-        from benchmarks.metrics.real import syncnet_scorer
-
-        sync_scorer = syncnet_scorer(args.syncnet)
+    sync_scorer = syncnet_scorer(args.syncnet) if args.syncnet else None
     report = prepare(videos=args.videos, out=args.out, config=config, sync_scorer=sync_scorer)
     print(f"{report['clips']} clips from {len(report['processed'])} files; {len(report['skipped'])} files skipped; "
           f"manifest A: {report['manifest_A']} clips, manifest B: {report['manifest_B']} clips")

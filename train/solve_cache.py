@@ -1,4 +1,4 @@
-"""On-disk cache of the teacher's PeRFlow window solves (DESIGN.md §3.3 step 2).
+"""On-disk cache of the teacher's PeRFlow window solves (docs/design.md §3.3 step 2).
 
 A solve is a pure function of the teacher's weights, the cached data and the draws of
 (seed, step, rank), so every distillation variant that shares those (``DistillConfig.solve_key``)

@@ -235,9 +235,9 @@ def train_sync_expert(*, cache: dict[str, dict[str, Tensor]], config: SyncExpert
 
 
 def main(argv: list[str] | None = None) -> None:
+    from fada_rt.clips import read_manifest
     from fada_rt.config import AudioConfig, get_preset
     from train.cache import open_cache, read_index
-    from train.clips import read_manifest
 
     p = argparse.ArgumentParser(description="Train the latent lip-sync expert (a SyncNet over cached latents).")
     p.add_argument("--data", required=True, help="dataset folder (for its manifests)")

@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -32,66 +32,43 @@ from torch import Tensor, nn
 from fada_rt.config import PREDICTIONS
 from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import SD15_SCHEDULE
-from train.data import (
-    ChunkBatch,
-    ChunkSampler,
-    add_rollout_options,
-    check_motion_noise_steps,
-    check_noise_sharing_max,
-    draw_shared_noise,
-    trained_rollout,
-)
-from train.loop import LoopConfig, add_max_minutes, command_line, run_training, step_seed, time_limit_of
+from train.cli import HelpFormatter, add_dataclass_options, config_dict, dataclass_from_args
+from train.data import ChunkBatch, ChunkSampler, draw_shared_noise, trained_rollout
+from train.loop import RunOptions, TrainConfig, command_line, run_training, step_seed
 from train.sync_expert import SyncExpert, load_sync_expert
-from train.weighting import (
-    MOTION_MAPS,
-    check_motion_map,
-    check_motion_weight,
-    fixed_motion_map,
-    pixel_weights,
-)
+from train.weighting import fixed_motion_map, pixel_weights
+
+LossWeighting = Literal["uniform", "truncated_snr"]
+SyncTarget = Literal["audio", "video", "audio-hinge"]
+LOSS_WEIGHTINGS: tuple[str, ...] = get_args(LossWeighting)
+SYNC_TARGETS: tuple[str, ...] = get_args(SyncTarget)
 
 
 @dataclass(frozen=True)
-class TeacherTrainConfig:
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    batch_size: int = 4
-    p_drop_audio: float = 0.1
-    p_drop_both: float = 0.1
-    p_motion_from_reference: float = 0.1
-    #: motion latents forward-noised to a training index U{0..N-1} (train/data.py; 0: clean, the paper)
-    motion_noise_steps: int = 0
-    #: mixed noise prior: a share rho ~ U(0, this) of each sample's noise common to its frames (0: independent)
-    noise_sharing_max: float = 0.0
-    #: the first motion slot holds the reference latent (train/data.py), as the runtime's RolloutConfig.reference_sink
-    reference_sink: bool = False
-    seed: int = 0
-    #: per-timestep weight of Eq. 1: "uniform" (the paper) or "truncated_snr", max(1, 1/SNR(t)).
-    loss_weighting: str = "uniform"
-    #: per-pixel weight of Eq. 1 on moving regions (:func:`train.weighting.motion_weight_map`); 0: uniform (the paper)
-    motion_weight: float = 0.0
-    #: the motion weight's per-pixel std: "chunk" (each chunk's own; tilts the optimum towards over-moving
-    #: mouths) or "dataset" (one map, the training set's mean; unbiased)
-    motion_map: str = "chunk"
-    #: learning rate of the audio path (AudioProj, the denoiser's audio attention) as a multiple of loop.lr
+class TeacherTrainConfig(TrainConfig):
+    """Teacher training (Eq. 1): the options both trainers share (train.loop.TrainConfig) and the teacher's
+    loss: its timestep weight, the audio path's learning rate and the lip-sync expert's term."""
+
+    #: per-timestep weight of Eq. 1: "uniform" (the paper; SD1.5-initialised teachers) or "truncated_snr",
+    #: max(1, 1/SNR(t)): x0 accuracy at high noise (teachers trained from scratch)
+    loss_weighting: LossWeighting = "uniform"
+    #: learning rate of the audio path (AudioProj, the denoiser's audio attention) as a multiple of the
+    #: learning rate: audio-driven detail (mouth width) learns slowest; 1: one rate
     audio_lr_scale: float = 1.0
-    #: lip-sync expert folder (:mod:`train.sync_expert`) and the weight of its loss on the x0 prediction
+    #: lip-sync expert folder (python -m train.sync_expert) for the sync loss on the x0 prediction
     sync_expert: str | None = None
+    #: weight of the sync loss, sync_weight * (1 - expert cosine); needs a sync_expert
     sync_weight: float = 0.0
     #: what the x0 prediction's expert video embedding is pulled to: "audio" (its audio's embedding: SyncNet
     #: supervision), "video" (the ground truth's video embedding: feature matching) or "audio-hinge" (its
-    #: audio's, only up to the ground truth's cosine)
-    sync_target: str = "audio"
-    #: the sync loss applies to samples with t <= this (x0 = (z_t - sqrt(1-abar) eps) / sqrt(abar) is sharp enough)
+    #: audio's, only up to the ground truth's cosine: no reward for over-moving mouths)
+    sync_target: SyncTarget = "audio"
+    #: the sync loss applies to samples with t <= this (0..999; x0 = (z_t - sqrt(1-abar) eps) / sqrt(abar) is
+    #: sharp enough)
     sync_max_t: int = 500
 
     def __post_init__(self) -> None:
-        if self.p_drop_audio + self.p_drop_both >= 1:
-            raise ValueError("p_drop_audio + p_drop_both must be < 1")
-        check_motion_weight(self.motion_weight)
-        check_motion_map(self.motion_map)
-        check_motion_noise_steps(self.motion_noise_steps)
-        check_noise_sharing_max(self.noise_sharing_max)
+        super().__post_init__()
         if not self.audio_lr_scale > 0:
             raise ValueError(f"audio_lr_scale must be > 0, got {self.audio_lr_scale}")
         check_sync_options(weight=self.sync_weight, has_expert=self.sync_expert is not None, target=self.sync_target)
@@ -99,10 +76,6 @@ class TeacherTrainConfig:
             raise ValueError(f"sync_max_t must be in [0, {SD15_SCHEDULE.num_train_timesteps - 1}], got {self.sync_max_t}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
-
-
-LOSS_WEIGHTINGS = ("uniform", "truncated_snr")
-SYNC_TARGETS = ("audio", "video", "audio-hinge")
 
 
 def check_sync_options(*, weight: float, has_expert: bool, target: str) -> None:
@@ -255,8 +228,8 @@ def train_teacher(
         return per_sample.mean(), logs
 
     return run_training(model=model, objective=objective, step_fn=step_fn, loop=config.loop,
-                        run_config=dataclasses.asdict(config), run_dir=run_dir, role="teacher",
-                        run_config_defaults=dataclasses.asdict(TeacherTrainConfig()),
+                        run_config=config_dict(config), run_dir=run_dir, role="teacher",
+                        run_config_defaults=config_dict(TeacherTrainConfig()),
                         lr_scale=lambda name: config.audio_lr_scale if model.is_audio_parameter(name) else 1.0,
                         stop_after=stop_after, time_limit=time_limit, validate=validate,
                         validate_every=validate_every, info=info)
@@ -306,89 +279,55 @@ def _build_teacher_model(*, preset: str, vae: str | None, init: str | None, init
     return FadaModel(config.replace(vae=small_vae.config), vae=small_vae).train()
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m train.teacher``'s options: the model a run starts from, then :class:`train.loop.RunOptions`
+    and :class:`TeacherTrainConfig` (train/cli.py: one option per field)."""
+    p = argparse.ArgumentParser(prog="python -m train.teacher", formatter_class=HelpFormatter,
+                                description="Train the FADA teacher (paper Eq. 1) on cached clips.")
+    start = p.add_argument_group("the model", "what the run starts from: give one of --vae, --init-sd15, --init")
+    start.add_argument("--preset", default="tiny", help="model preset (fada_rt.config)")
+    start.add_argument("--vae", default=None, help="trained small VAE (python -m train.vae), for small presets")
+    start.add_argument("--init", default=None, help="a fada-rt teacher checkpoint to go on from")
+    start.add_argument("--init-sd15", default=None, help="local SD1.5 diffusers folder (unet/, vae/)")
+    start.add_argument("--wav2vec2", default=None, help="local transformers wav2vec2 folder (sd15 preset)")
+    start.add_argument("--prediction", default=None, choices=PREDICTIONS,
+                       help="what the UNet outputs: epsilon (SD1.5) or v (the tiny preset); None: the preset's, "
+                            "or --init's; another one fine-tunes the checkpoint into it")
+    p.add_argument("--manifest", default="A", help="training manifest: the teacher trains on the strict set A")
+    add_dataclass_options(p, RunOptions)
+    add_dataclass_options(p, TeacherTrainConfig, inline=("loop",))
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
+    from fada_rt.clips import read_manifest
     from fada_rt.config import get_preset
     from train.cache import open_cache, weights_digest
-    from train.clips import read_manifest
 
-    p = argparse.ArgumentParser(description="Train the FADA teacher (paper Eq. 1) on cached clips.")
-    p.add_argument("--data", required=True, help="dataset folder (for its manifests)")
-    p.add_argument("--manifest", default="A", help="training manifest: the teacher trains on the strict set A")
-    p.add_argument("--cache", required=True, help="latent cache folder (python -m train.cache)")
-    p.add_argument("--run", required=True, help="run folder: checkpoints, metrics, the final teacher")
-    p.add_argument("--preset", default="tiny", help="model preset")
-    p.add_argument("--vae", default=None, help="trained small VAE (python -m train.vae), for small presets")
-    p.add_argument("--init", default=None, help="start from this fada-rt teacher checkpoint")
-    p.add_argument("--init-sd15", default=None, help="local SD1.5 diffusers folder (unet/, vae/)")
-    p.add_argument("--wav2vec2", default=None, help="local transformers wav2vec2 folder (sd15 preset)")
-    p.add_argument("--steps", type=int, default=LoopConfig.steps, help="total optimizer steps")
-    p.add_argument("--batch-size", type=int, default=TeacherTrainConfig.batch_size, help="chunks per step per GPU")
-    p.add_argument("--lr", type=float, default=LoopConfig.lr, help="peak learning rate")
-    p.add_argument("--ema-decay", type=float, default=LoopConfig.ema_decay, help="EMA decay")
-    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="GPU mixed precision")
-    p.add_argument("--checkpoint-every", type=int, default=LoopConfig.checkpoint_every,
-                   help="steps between resumable checkpoints")
-    p.add_argument("--stop-after", type=int, default=None, help="stop at this step (resume later)")
-    add_max_minutes(p)
-    p.add_argument("--validate-every", type=int, default=0, help="steps between validation videos (0: never)")
-    p.add_argument("--val-data", default=None, help="held-out dataset for validation videos")
-    p.add_argument("--val-clips", type=int, default=4, help="held-out clips per validation")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, noise and dropout draws")
-    p.add_argument("--loss-weighting", default="uniform", choices=LOSS_WEIGHTINGS,
-                   help="per-timestep weight of Eq. 1: uniform (the paper; SD1.5-initialised teachers) or "
-                        "truncated_snr, max(1, 1/SNR): x0 accuracy at high noise (teachers trained from scratch)")
-    p.add_argument("--prediction", default=None, choices=PREDICTIONS,
-                   help="what the UNet outputs: epsilon (SD1.5) or v (the tiny preset); default: the preset's, "
-                        "or --init's; giving another fine-tunes the checkpoint into it")
-    add_rollout_options(p)
-    p.add_argument("--motion-weight", type=float, default=TeacherTrainConfig.motion_weight,
-                   help="weight of moving pixels in Eq. 1: (1 + K s / mean(s)) / (1 + K), s = each latent pixel's "
-                        "std over the chunk (mouth, eyes): lip-sync detail; 0: uniform pixels (the paper)")
-    p.add_argument("--motion-map", default=TeacherTrainConfig.motion_map, choices=MOTION_MAPS,
-                   help="where --motion-weight's per-pixel motion comes from: each chunk's own frames (biased "
-                        "towards over-moving mouths) or the training set's mean (one fixed lip-region map)")
-    p.add_argument("--audio-lr-scale", type=float, default=TeacherTrainConfig.audio_lr_scale,
-                   help="learning rate of the audio path (AudioProj and the denoiser's audio attention) as a "
-                        "multiple of --lr: audio-driven detail (mouth width) learns slowest; 1: one rate")
-    p.add_argument("--sync-expert", default=None,
-                   help="lip-sync expert folder (python -m train.sync_expert) for the sync loss on the x0 prediction")
-    p.add_argument("--sync-weight", type=float, default=TeacherTrainConfig.sync_weight,
-                   help="weight of the sync loss, sync_weight * (1 - expert cosine); needs --sync-expert")
-    p.add_argument("--sync-target", default=TeacherTrainConfig.sync_target, choices=SYNC_TARGETS,
-                   help="pull the prediction's expert embedding to its audio's (SyncNet supervision), to the "
-                        "ground truth's video embedding (feature matching), or to its audio's only up to the "
-                        "ground truth's cosine (audio-hinge: no reward for over-moving mouths)")
-    p.add_argument("--sync-max-t", type=int, default=TeacherTrainConfig.sync_max_t,
-                   help="largest training timestep (0..999) that gets the sync loss")
+    p = build_parser()
     args = p.parse_args(argv)
-    loop = LoopConfig(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
-                      checkpoint_every=args.checkpoint_every)
-    config = TeacherTrainConfig(loop=loop, batch_size=args.batch_size, seed=args.seed,
-                                loss_weighting=args.loss_weighting, motion_noise_steps=args.motion_noise_steps,
-                                noise_sharing_max=args.noise_sharing_max, reference_sink=args.reference_sink,
-                                motion_weight=args.motion_weight, motion_map=args.motion_map,
-                                audio_lr_scale=args.audio_lr_scale,
-                                sync_expert=args.sync_expert, sync_weight=args.sync_weight,
-                                sync_max_t=args.sync_max_t, sync_target=args.sync_target)
+    try:
+        run = dataclass_from_args(RunOptions, args)
+        config = dataclass_from_args(TeacherTrainConfig, args)
+    except ValueError as e:
+        p.error(str(e))
     model = build_teacher_model(preset=args.preset, vae=args.vae, init=args.init, init_sd15=args.init_sd15,
                                 wav2vec2=args.wav2vec2, prediction=args.prediction)
-    cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae),
-                       clip_ids=read_manifest(args.data, args.manifest))
+    cache = open_cache(run.cache, config=model.config, vae_digest=weights_digest(model.vae),
+                       clip_ids=read_manifest(run.data, args.manifest))
     sampler = ChunkSampler(cache, config=model.config, seed=config.seed,
                            p_motion_from_reference=config.p_motion_from_reference,
                            motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink)
     validate = None
-    if args.validate_every:
+    if run.validate_every:
         from train.validate import Validator
 
-        if args.val_data is None:
-            raise ValueError("--validate-every needs --val-data (a held-out dataset)")
-        validate = Validator(data=args.val_data, run_dir=args.run, num_clips=args.val_clips, sampler="teacher")
+        validate = Validator(data=run.val_data, run_dir=run.run, num_clips=run.val_clips, sampler="teacher")
     info = {"command": command_line("train.teacher", argv),
             "train_clips": len(sampler), "preset": get_preset(args.preset).preset}
-    losses = train_teacher(model=model, sampler=sampler, config=config, run_dir=args.run, stop_after=args.stop_after,
-                           time_limit=time_limit_of(args),
-                           validate=validate, validate_every=args.validate_every, info=info)
+    losses = train_teacher(model=model, sampler=sampler, config=config, run_dir=run.run, stop_after=run.stop_after,
+                           time_limit=run.time_limit, validate=validate, validate_every=run.validate_every,
+                           info=info)
     if losses:
         print(f"steps run: {len(losses)}; mean loss of the last 100: {sum(losses[-100:]) / len(losses[-100:]):.4f}")
 

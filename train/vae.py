@@ -1,4 +1,4 @@
-"""Train the small AutoencoderKL of small presets on clip frames (DESIGN.md §2, "VAE").
+"""Train the small AutoencoderKL of small presets on clip frames (docs/design.md §2, "VAE").
 
 ``python -m train.vae --data DIR --preset tiny --out fada_rt/assets/vae-tiny --steps 3000``
 
@@ -24,10 +24,10 @@ import torch
 from tqdm import tqdm
 
 from fada_rt.checkpoint import save_vae
+from fada_rt.clips import list_clips, read_clip
 from fada_rt.config import get_preset
 from fada_rt.models.vae import VAE
 from train.cache import frames_to_tensor, resize_frames
-from train.clips import list_clips, read_clip
 
 
 @dataclass(frozen=True)

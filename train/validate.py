@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.generation import generate_clips
-from benchmarks.metrics.suite import Extractors, evaluate_clips
 from fada_rt.backends.torch_backend import TorchBackend
+from fada_rt.clips import list_clips, read_clip
+from fada_rt.metrics.generation import generate_clips
+from fada_rt.metrics.suite import Extractors, evaluate_clips
 from fada_rt.models.fada import FadaModel
 from fada_rt.pipeline import AvatarPipeline
-from train.clips import list_clips, read_clip
 
 REPORTED = ("sync_abs_offset", "sync_confidence", "sync_distance", "fid", "fvd", "identity_error", "jitter")
 

@@ -20,8 +20,8 @@ SHIPPED_CHECKPOINTS: dict[tuple[str, bool], Path] = {
 }
 #: The small VAE trained by ``python -m train.vae`` (``train.teacher --vae``); also inside every checkpoint.
 TINY_VAE = ASSETS_DIR / "tiny-vae"
-#: The example portrait and speech of the synthetic world, in the repository's examples/ folder.
-EXAMPLES_DIR = ASSETS_DIR.parent.parent / "examples"
+#: The example portrait and speech of the synthetic world, in the repository's fada_rt/examples/ folder.
+EXAMPLES_DIR = ASSETS_DIR.parent / "examples"
 EXAMPLE_IMAGE = EXAMPLES_DIR / "face.png"
 EXAMPLE_AUDIO = EXAMPLES_DIR / "speech.wav"
 
@@ -29,7 +29,7 @@ EXAMPLE_AUDIO = EXAMPLES_DIR / "speech.wav"
 def default_checkpoint(sampler: str = "fast") -> Path:
     """The shipped tiny checkpoint for ``sampler`` (fast: the CFG-distilled student; balanced: the
     branch-wise student; teacher: the teacher), or a clear error while its weights are not shipped."""
-    from fada_rt.pipeline import SAMPLERS  # the sampler's spec says which model it needs
+    from fada_rt.sampling import SAMPLERS  # the sampler's spec says which model it needs
 
     if sampler not in SAMPLERS:
         raise ValueError(f"no shipped checkpoint for sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")

@@ -1,9 +1,10 @@
-"""Backends behind one interface (DESIGN.md §4): ``torch``, ``onnxruntime``, ``tensorrt``.
+"""Backends behind one interface (docs/design.md §4): ``torch``, ``onnxruntime``, ``tensorrt``.
 
-:func:`create_backend` is the one place that turns a backend name plus artifacts into a
-:class:`~fada_rt.backends.base.Backend`. The onnxruntime and TensorRT backends are imported only
-when asked for, so the runtime works with torch alone. There is no fallback: a backend whose
-libraries or artifacts are missing is a :class:`BackendUnavailable` naming what to install or build.
+:func:`create_backend` is the one place that turns :class:`LoadOptions` (which backend, which
+artifacts, device, precision, ...) into a :class:`~fada_rt.backends.base.Backend`. The onnxruntime and
+TensorRT backends are imported only when asked for, so the runtime works with torch alone. There is no
+fallback: a backend whose libraries or artifacts are missing is a :class:`BackendUnavailable` naming what
+to install or build.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pathlib import Path
 import torch
 
 from fada_rt.backends.base import Backend, BackendUnavailable
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+from fada_rt.backends.options import BACKENDS, LoadOptions, add_load_options, load_options_from_args
 
 # name -> (module, class, third-party packages it needs, what to install)
 _ENGINE_BACKENDS = {
@@ -25,72 +25,40 @@ _ENGINE_BACKENDS = {
                  'pip install -e ".[trt]"  (TensorRT, cuda-python; needs an NVIDIA GPU and driver)'),
 }
 
-BUILD_HINT = "export them with `python -m export --checkpoint CHECKPOINT_DIR --out ENGINE_DIR`"
-
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "create_backend", "parse_dtype"]
-
-
-def parse_dtype(name: str | torch.dtype | None) -> torch.dtype:
-    """'float32' | 'float16' | 'bfloat16' (or a torch dtype; None means float32)."""
-    if name is None:
-        return torch.float32
-    if isinstance(name, torch.dtype):
-        return name
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if name not in table:
-        raise ValueError(f"unknown dtype {name!r}; use one of float32, float16, bfloat16")
-    return table[name]
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "LoadOptions", "add_load_options", "create_backend",
+           "load_options_from_args"]
 
 
-def create_backend(
-    kind: str,
-    *,
-    checkpoint: str | Path | None = None,
-    engine_dir: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype | None = None,
-    compile: bool = False,
-    cuda_graphs: bool | None = None,
-    preset: str | None = None,
-) -> Backend:
-    """Build a backend.
+def create_backend(options: LoadOptions) -> Backend:
+    """Build the backend ``options`` describe.
 
-    ``torch`` loads ``checkpoint`` (a checkpoint folder) onto ``device`` in ``dtype`` with optional
-    ``compile`` / ``cuda_graphs`` (default off); ``onnxruntime`` / ``tensorrt`` load the exported
-    graphs / engines in ``engine_dir`` (their manifest is checked: a missing or stale engine directory is an
-    ``EngineError``, a :class:`BackendUnavailable`, with the command that rebuilds it).
-    ``cuda_graphs=None`` keeps the tensorrt backend's default (on). ``preset``, when given, must match
-    the checkpoint's or the engines' preset.
+    ``torch`` loads ``options.checkpoint`` (a checkpoint folder; here it must be given) onto the device in
+    ``options.dtype`` with optional compile / CUDA graphs; ``onnxruntime`` / ``tensorrt`` load the exported
+    graphs / engines in ``options.engine_dir`` (their manifest is checked: a missing or stale engine
+    directory is an ``EngineError``, a :class:`BackendUnavailable`, with the command that rebuilds it).
+    ``options.threads`` sets torch's CPU threads (and onnxruntime's). ``options.preset``, when given, must
+    match the checkpoint's or the engines' preset.
     """
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
+    if not isinstance(options, LoadOptions):
+        raise TypeError(f"create_backend takes LoadOptions, got {type(options).__name__}")
+    kind = options.backend
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     if kind == "torch":
-        if checkpoint is None:
+        if options.checkpoint is None:
             raise ValueError("the torch backend needs a checkpoint folder (config.json + model.safetensors)")
-        if engine_dir is not None:
-            raise ValueError("engine_dir is for the onnxruntime/tensorrt backends; the torch backend reads a checkpoint")
         from fada_rt.backends.torch_backend import TorchBackend
 
-        return TorchBackend.load(checkpoint, device=device, dtype=parse_dtype(dtype), compile=compile,
-                                 cuda_graphs=bool(cuda_graphs), preset=preset)
-    if compile:
-        raise ValueError(f"compile is a torch-backend option; the {kind} backend runs prebuilt graphs")
-    if dtype is not None:
-        raise ValueError(f"the {kind} backend's precision is fixed when its engines are built; do not pass dtype")
-    if engine_dir is None:
-        raise ValueError(f"the {kind} backend needs --engine-dir (a folder of exported engines); {BUILD_HINT}")
-    folder = Path(engine_dir)
+        return TorchBackend.load(options)
+    folder = Path(options.engine_dir)  # type: ignore[arg-type]  (LoadOptions requires it for engines)
     backend_cls = _engine_backend_class(kind)
-    if kind == "onnxruntime":
-        if cuda_graphs:
-            raise ValueError("cuda_graphs is for the torch (CUDA) and tensorrt backends, not onnxruntime")
-        backend = backend_cls.load(folder, device=torch.device(device).type)  # checks the manifest
+    if kind == "onnxruntime":  # checks the manifest
+        backend = backend_cls.load(folder, device=torch.device(options.device).type, threads=options.threads)
     else:
-        options = {} if cuda_graphs is None else {"cuda_graphs": cuda_graphs}
-        backend = backend_cls.load(folder, device=str(device), **options)  # checks the manifest vs this GPU
-    if preset is not None and backend.config.preset != preset:
-        raise ValueError(f"the engines in {folder} are of preset {backend.config.preset!r}, not {preset!r}")
+        extra = {} if options.cuda_graphs is None else {"cuda_graphs": options.cuda_graphs}
+        backend = backend_cls.load(folder, device=options.device, **extra)  # checks the manifest vs this GPU
+    if options.preset is not None and backend.config.preset != options.preset:
+        raise ValueError(f"the engines in {folder} are of preset {backend.config.preset!r}, not {options.preset!r}")
     return backend
 
 

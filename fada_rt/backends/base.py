@@ -1,4 +1,4 @@
-"""One interface over every way of running the networks (DESIGN.md §4).
+"""One interface over every way of running the networks (docs/design.md §4).
 
 The pipeline and the samplers talk to a :class:`Backend`; whether torch, an onnxruntime session
 set or TensorRT engines run underneath is the backend's business. Each method is one network (or

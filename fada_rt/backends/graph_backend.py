@@ -4,7 +4,7 @@ The concrete backends only say how to run one graph (a :class:`GraphRunner`: nam
 tensors in, named tensors out); everything else is here, shared: feeding each graph in pieces of
 its static row count (:func:`run_rows`), the weight-free audio front-ends in torch, and binding a
 chunk's conditions to the denoiser graph through :class:`~fada_rt.models.fada.BranchedDenoiser`,
-the same branch tiling the torch backend uses (DESIGN.md §4).
+the same branch tiling the torch backend uses (docs/design.md §4).
 """
 
 from __future__ import annotations

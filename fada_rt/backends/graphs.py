@@ -1,4 +1,4 @@
-"""Declarative specs of the exported graphs (DESIGN.md §5), shared by ``export/`` and the runtime.
+"""Declarative specs of the exported graphs (docs/design.md §5), shared by ``fada_rt/export/`` and the runtime.
 
 One :class:`GraphSpec` per graph says its input and output names, shapes and dtypes, its static
 row count and, where a dimension must stay dynamic, the TensorRT profile of that dimension. The
@@ -38,6 +38,9 @@ from torch import Tensor
 
 from fada_rt.config import ModelConfig
 
+#: The ONNX opset the graphs are exported at (``python -m fada_rt.export --opset``).
+OPSET = 17
+
 GRAPH_NAMES: tuple[str, ...] = (
     "denoiser",
     "reference_encoder",
@@ -50,7 +53,7 @@ DTYPES = ("float32", "bool")
 #: wav2vec2's conv stack needs at least 400 samples; the profile's ceiling is 30 s of audio.
 WAV2VEC2_MIN_SAMPLES = 400
 WAV2VEC2_MAX_SAMPLES = 30 * 16000
-#: Inputs that carry the scalar conditions (kept in fp32 with what they feed, export/fp16.py).
+#: Inputs that carry the scalar conditions (kept in fp32 with what they feed, fada_rt/export/fp16.py).
 CONDITION_INPUTS: tuple[str, ...] = ("timestep", "cfg")
 
 Dim = int | str  # a str names a dynamic dimension

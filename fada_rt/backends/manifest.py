@@ -1,7 +1,7 @@
-"""``manifest.json`` of an engine directory, and the checks a loader runs against it (DESIGN.md §5).
+"""``manifest.json`` of an engine directory, and the checks a loader runs against it (docs/design.md §5).
 
 An engine directory (``engines/NAME``) holds the exported ONNX graphs, optionally their TensorRT
-plans and one ``manifest.json``. The manifest is written last by ``python -m export``, only after
+plans and one ``manifest.json``. The manifest is written last by ``python -m fada_rt.export``, only after
 every parity check passed, so a directory without one is an unfinished or failed export. It records
 what a backend needs to run the graphs from the directory alone — the model config, the
 checkpoint's role, the graph specs with their shapes, the precision — and what a loader must check
@@ -22,11 +22,13 @@ from typing import Any
 
 from fada_rt.backends.base import BackendUnavailable
 from fada_rt.backends.graphs import GraphSpec
+from fada_rt.precision import Precision
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "fada-rt-engines"
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16")
+#: The precisions an engine directory can hold (bf16 is torch-only).
+ENGINE_PRECISIONS: tuple[str, ...] = (Precision.FP32.value, Precision.FP16.value)
 _CHUNK = 1 << 24
 
 
@@ -42,15 +44,27 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def engine_precision(value: str | Precision) -> Precision:
+    """An engine precision, fp32 or fp16 (torch's float32/float16 spellings too); bf16 is refused."""
+    try:
+        precision = Precision.parse(value)
+    except ValueError:
+        raise ValueError(f"unknown engine precision {value!r}; engines are fp32 or fp16") from None
+    if precision.value not in ENGINE_PRECISIONS:
+        raise ValueError(f"engines are fp32 or fp16, not {precision.value}: {precision.value} runs on the torch "
+                         f"backend only (--backend torch --dtype {precision.value})")
+    return precision
+
+
 def rebuild_command(
-    *, checkpoint: str, out: str | Path, graphs: tuple[str, ...] | None, precision: str, tensorrt: bool,
+    *, checkpoint: str, out: str | Path, graphs: tuple[str, ...] | None, precision: str | Precision, tensorrt: bool,
     denoiser_batch: int | None = None,
 ) -> str:
-    """The ``python -m export`` command line that (re)builds an engine directory."""
-    parts = ["python", "-m", "export", "--checkpoint", checkpoint, "--out", str(out)]
+    """The ``python -m fada_rt.export`` command line that (re)builds an engine directory."""
+    parts = ["python", "-m", "fada_rt.export", "--checkpoint", checkpoint, "--out", str(out)]
     if graphs:
         parts += ["--graphs", *graphs]
-    parts += ["--precision", precision]
+    parts += ["--precision", engine_precision(precision).value]
     if denoiser_batch is not None:
         parts += ["--denoiser-batch", str(denoiser_batch)]
     if tensorrt:
@@ -138,8 +152,7 @@ class Manifest:
     info: dict[str, Any] = field(default_factory=dict)  # versions, timings: for people, not checked
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"manifest precision must be one of {PRECISIONS}, got {self.precision!r}")
+        object.__setattr__(self, "precision", engine_precision(self.precision).value)  # "fp32" / "fp16"
 
     def rebuild_command(self, out: str | Path, *, tensorrt: bool | None = None, all_graphs: bool = False) -> str:
         """The export command that rebuilds this directory (``all_graphs``: drop a --graphs subset)."""
@@ -199,7 +212,7 @@ def write_manifest(manifest: Manifest, engine_dir: str | Path) -> Path:
     return path
 
 
-_NO_MANIFEST_HINT = "python -m export --checkpoint CHECKPOINT_DIR --out {out} [--precision fp16] [--tensorrt]"
+_NO_MANIFEST_HINT = "python -m fada_rt.export --checkpoint CHECKPOINT_DIR --out {out} [--precision fp16] [--tensorrt]"
 
 
 def read_manifest(engine_dir: str | Path) -> Manifest:

@@ -1,4 +1,4 @@
-"""The onnxruntime backend: the exported ONNX graphs of an engine directory (DESIGN.md §4, §5).
+"""The onnxruntime backend: the exported ONNX graphs of an engine directory (docs/design.md §4, §5).
 
 ``OnnxRuntimeBackend.load("engines/NAME")`` reads ``manifest.json``, checks every ONNX file against
 its recorded sha256 and that the specs still match this version of fada-rt, and opens one

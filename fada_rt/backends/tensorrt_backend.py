@@ -1,4 +1,4 @@
-"""The TensorRT backend: strongly typed plans built by ``python -m export --tensorrt`` (DESIGN.md §5).
+"""The TensorRT backend: strongly typed plans built by ``python -m fada_rt.export --tensorrt`` (docs/design.md §5).
 
 ``TensorRTBackend.load("engines/NAME")`` reads ``manifest.json`` and refuses plans built for another
 TensorRT version or GPU, or from another ONNX file, with the exact rebuild command

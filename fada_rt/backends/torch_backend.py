@@ -1,8 +1,8 @@
-"""The torch backend: the :class:`~fada_rt.models.fada.FadaModel` itself, on CPU or CUDA (DESIGN.md §4).
+"""The torch backend: the :class:`~fada_rt.models.fada.FadaModel` itself, on CPU or CUDA (docs/design.md §4).
 
 Options, all off by default (fp32 eager is the reference every other backend is checked against):
 
-* ``dtype=torch.float16`` (or bfloat16) — the networks run in half precision, but every
+* ``dtype`` fp16 (or bf16; :class:`~fada_rt.backends.options.LoadOptions`) — the networks run in half precision, but every
   ``GroupNorm``/``LayerNorm`` keeps fp32 weights and computes its statistics in fp32 (inputs cast
   up, outputs cast back). The audio front-end (STFT / wav2vec2) stays fp32. The sampler's state
   stays fp32: the bound denoiser casts its inputs to the network dtype and its eps back to fp32,
@@ -18,13 +18,13 @@ Options, all off by default (fp32 eager is the reference every other backend is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from fada_rt.backends.base import Backend, BackendUnavailable
+from fada_rt.backends.options import LoadOptions
 from fada_rt.models.fada import BRANCHES, BranchedDenoiser, ChunkConditions, FadaModel, ReferenceCache
 
 _NORMS = (nn.GroupNorm, nn.LayerNorm)
@@ -58,23 +58,17 @@ class TorchBackend(Backend):
         self._graphs = _CudaGraphRunner(self._denoise) if cuda_graphs else None
 
     @classmethod
-    def load(
-        cls,
-        checkpoint: str | Path,
-        *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        compile: bool = False,
-        cuda_graphs: bool = False,
-        preset: str | None = None,
-    ) -> TorchBackend:
-        """Load a checkpoint folder (strict; ``preset`` checked when given) onto ``device`` in ``dtype``."""
+    def load(cls, options: LoadOptions) -> TorchBackend:
+        """Load ``options.checkpoint`` (strict; ``options.preset`` checked when given) onto ``options.device`` in
+        ``options.dtype``, with ``options.compile`` / ``options.cuda_graphs``."""
         from fada_rt.checkpoint import load_model
 
-        device = _check_device(device)
-        model, meta = load_model(checkpoint, preset=preset, device="cpu", dtype=torch.float32)
-        return cls(prepare_model(model, device=device, dtype=dtype), compile=compile, cuda_graphs=cuda_graphs,
-                   role=meta["role"])
+        if options.backend != "torch" or options.checkpoint is None:
+            raise ValueError(f"TorchBackend.load needs torch LoadOptions with a checkpoint, got {options}")
+        device = _check_device(options.device)
+        model, meta = load_model(options.checkpoint, preset=options.preset, device="cpu", dtype=torch.float32)
+        return cls(prepare_model(model, device=device, dtype=options.torch_dtype), compile=options.compile,
+                   cuda_graphs=bool(options.cuda_graphs), role=meta["role"])
 
     # ---- the Backend interface ------------------------------------------------------------------
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Attention processors that turn SD's transformer blocks into FADA's (DESIGN.md §2).
+"""Attention processors that turn SD's transformer blocks into FADA's (docs/design.md §2).
 
 They are diffusers attention processors (``Attention.set_processor``), so the UNet, its weights and
 its block code stay diffusers' own:

@@ -1,4 +1,4 @@
-"""AudioProj: windowed audio features -> per-frame audio tokens (DESIGN.md §2, after Hallo)."""
+"""AudioProj: windowed audio features -> per-frame audio tokens (docs/design.md §2, after Hallo)."""
 
 from __future__ import annotations
 

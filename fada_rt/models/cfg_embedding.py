@@ -1,4 +1,4 @@
-"""How a CFG-distilled student receives the guidance scales (paper §3.3, DESIGN.md §3.6).
+"""How a CFG-distilled student receives the guidance scales (paper §3.3, docs/design.md §3.6).
 
 * ``layer_tokens`` — learnable tokens gamma_b, gamma_r, gamma_a, each ``(N_cfg, D)``, combined as
   Eq. 10: ``Emb_cfg = cfg_a (gamma_a - gamma_r) + cfg_r (gamma_r - gamma_b) + gamma_b``. This mirrors

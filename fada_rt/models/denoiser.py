@@ -1,4 +1,4 @@
-"""The denoising UNet (teacher and student; paper §3.1, DESIGN.md §2).
+"""The denoising UNet (teacher and student; paper §3.1, docs/design.md §2).
 
 A diffusers ``UNet2DConditionModel`` whose transformer blocks get, in order:
 reference attention (attn1 over ``[h; h_ref]``), audio attention (attn2 over the frame's audio

@@ -1,4 +1,4 @@
-"""Temporal attention with the motion-frame prefix (DESIGN.md §2, item 5).
+"""Temporal attention with the motion-frame prefix (docs/design.md §2, item 5).
 
 One :class:`TemporalAttention` per transformer block, registered as ``block.temporal`` and run
 after the block's feed-forward through a forward hook (the diffusers block code stays untouched).

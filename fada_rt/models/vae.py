@@ -1,4 +1,4 @@
-"""The VAE: diffusers ``AutoencoderKL`` behind encode/decode in scaled-latent space (DESIGN.md §2).
+"""The VAE: diffusers ``AutoencoderKL`` behind encode/decode in scaled-latent space (docs/design.md §2).
 
 SD1.5: f=8, 4 channels, scaling factor 0.18215. Small presets use a small AutoencoderKL trained by
 ``python -m train.vae`` (its scaling factor is measured after training and saved in the config).

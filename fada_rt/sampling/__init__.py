@@ -1,4 +1,4 @@
-"""Sampling and distillation math as plain functions over one denoiser callable (DESIGN.md §3).
+"""Sampling and distillation math as plain functions over one denoiser callable (docs/design.md §3).
 
 * ``schedule``: SD1.5 noise schedule, continuous-time mapping, DDIM step.
 * ``guidance``: multi-CFG (Eq. 9) and the one function that calls a denoiser (+ NFE).
@@ -7,11 +7,12 @@
 * ``window_solve``: the teacher window solve (Eq. 2) and a distillation batch.
 * ``student``: the student scheduler and sampler (6 steps: 18 or 6 NFE).
 * ``weighting``: the adaptive ground-truth weight W(R) (Eq. 8).
+* ``samplers``: the named samplers (fast, balanced, teacher, ...): a plan and a guidance each.
 * ``noise``: the mixed noise prior and motion-frame noise for chaining chunks.
-* ``analytic``: an exact denoiser for Gaussian data (reference / network-free stand-in).
+
+(The exact denoiser for Gaussian data that the sampler tests check against lives in tests/analytic.py.)
 """
 
-from fada_rt.sampling.analytic import GaussianDenoiser
 from fada_rt.sampling.ddim import DDIMPlan, ddim_sample
 from fada_rt.sampling.denoiser import BRANCHES, Denoiser, SampleResult
 from fada_rt.sampling.guidance import (
@@ -35,6 +36,7 @@ from fada_rt.sampling.perflow import (
     student_input,
     window_start_latent,
 )
+from fada_rt.sampling.samplers import SAMPLERS, SamplerSpec
 from fada_rt.sampling.schedule import SD15_SCHEDULE, NoiseSchedule, ddim_coefficients, ddim_step
 from fada_rt.sampling.student import StudentPlan, StudentStep, student_sample, student_step
 from fada_rt.sampling.weighting import (
@@ -61,6 +63,7 @@ __all__ = [
     "DISTILLED_CFG_R",
     "FAST_GUIDANCE",
     "RATIO_EPS",
+    "SAMPLERS",
     "SD15_SCHEDULE",
     "TEACHER_CFG_A",
     "TEACHER_CFG_R",
@@ -69,12 +72,12 @@ __all__ = [
     "Denoiser",
     "DistillationBatch",
     "GTWeightConfig",
-    "GaussianDenoiser",
     "Guidance",
     "MixedLoss",
     "NoiseSchedule",
     "PerflowWindows",
     "SampleResult",
+    "SamplerSpec",
     "StudentPlan",
     "StudentStep",
     "WindowSolvePlan",

@@ -1,4 +1,4 @@
-"""The teacher sampler: deterministic DDIM with multi-CFG (DESIGN.md §3.2).
+"""The teacher sampler: deterministic DDIM with multi-CFG (docs/design.md §3.2).
 
 Trailing timestep spacing: step i of n evaluates the teacher at continuous time
 ``t_i = 1 - i / n`` (network index ``clamp(round(1000 t_i) - 1, 0)``), so the first step is

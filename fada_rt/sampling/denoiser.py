@@ -1,4 +1,4 @@
-"""The one denoiser interface every sampler in this package talks to (DESIGN.md §3, §4).
+"""The one denoiser interface every sampler in this package talks to (docs/design.md §3, §4).
 
 A sampler never knows which backend runs the network: the torch teacher/student, an
 onnxruntime session or a TensorRT engine all implement :class:`Denoiser`, already bound
@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-#: CFG branches (DESIGN.md §3.1): "a" = reference + audio, "r" = reference only (audio
+#: CFG branches (docs/design.md §3.1): "a" = reference + audio, "r" = reference only (audio
 #: tokens zeroed), "b" = neither reference nor audio.
 BRANCHES: tuple[str, ...] = ("a", "r", "b")
 
@@ -24,7 +24,7 @@ class Denoiser(Protocol):
 
     Implemented by the torch teacher/student, an onnxruntime session and a TensorRT engine.
 
-    Network timestep convention (brief / DESIGN.md §3): the teacher gets the integer index
+    Network timestep convention (brief / docs/design.md §3): the teacher gets the integer index
     ``clamp(round(1000 t) - 1, 0)`` as a float; the student gets ``1000 t`` (float). The
     samplers in this package pass the right one; the denoiser just consumes it.
     """

@@ -1,4 +1,4 @@
-"""Multi-CFG (paper Eq. 9, DESIGN.md §3.1) and the single place that calls a denoiser.
+"""Multi-CFG (paper Eq. 9, docs/design.md §3.1) and the single place that calls a denoiser.
 
 ``eps_cfg = eps_b + cfg_r (eps_r - eps_b) + cfg_a (eps_a - eps_r)``
 

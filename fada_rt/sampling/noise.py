@@ -1,4 +1,4 @@
-"""Noise for chaining chunks: the mixed noise prior and motion-frame noise (DESIGN.md §8).
+"""Noise for chaining chunks: the mixed noise prior and motion-frame noise (docs/design.md §8).
 
 Both are used the same way by the runtime (:class:`fada_rt.pipeline.AvatarPipeline`, at the levels a
 checkpoint's :class:`fada_rt.config.RolloutConfig` names) and by training (drawn per sample), so a model

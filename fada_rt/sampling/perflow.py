@@ -1,4 +1,4 @@
-"""PeRFlow windows, the student input and the targets (paper §3.1–3.2, DESIGN.md §3.3, §3.5).
+"""PeRFlow windows, the student input and the targets (paper §3.1–3.2, docs/design.md §3.3, §3.5).
 
 ``K`` windows, ``t_k = k / K``; window ``k`` (k = 1..K) is ``(t_{k-1}, t_k]``: it contains its
 start ``t_k`` (the noisier end). Window tensors hold ``k`` as int64, per sample, so a batch
@@ -84,7 +84,7 @@ def draw_training_times(
     generator: torch.Generator,
     device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor]:
-    """Per-sample training time and window (DESIGN.md §3.3 step 1).
+    """Per-sample training time and window (docs/design.md §3.3 step 1).
 
     ``t = 1 - floor(u D) / D`` with ``u ~ U[0, 1)`` drawn from ``generator`` (so t is in
     {1/D, ..., 1}); returns ``t`` (B,) float32 and its window (B,) int64.

@@ -1,4 +1,4 @@
-"""SD1.5 noise schedule, the continuous-time mapping and the DDIM step (DESIGN.md §3).
+"""SD1.5 noise schedule, the continuous-time mapping and the DDIM step (docs/design.md §3).
 
 Continuous time ``t in [0, 1]`` with t = 1 pure noise. The discrete table has
 ``D = 1000`` entries and ``abar(t) = abar[round(D t) - 1]`` with the index clamped at 0, so
@@ -97,7 +97,7 @@ def ddim_coefficients(abar_from: Tensor, abar_to: Tensor) -> tuple[Tensor, Tenso
 
     ``lam = sqrt(abar_to / abar_from)``,
     ``eta = sqrt(1 - abar_to) - sqrt(abar_to (1 - abar_from) / abar_from)`` (negative when
-    stepping towards the data). These are also PeRFlow's (lam_k, eta_k) of Eq. 4, DESIGN.md §3.3.
+    stepping towards the data). These are also PeRFlow's (lam_k, eta_k) of Eq. 4, docs/design.md §3.3.
     """
     lam = (abar_to / abar_from).sqrt()
     eta = (1.0 - abar_to).sqrt() - (abar_to * (1.0 - abar_from) / abar_from).sqrt()

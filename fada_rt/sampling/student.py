@@ -1,4 +1,4 @@
-"""The PeRFlow student sampler (DESIGN.md §3.4, paper §4.1).
+"""The PeRFlow student sampler (docs/design.md §3.4, paper §4.1).
 
 ``n`` steps over ``K`` windows, the leftovers going to the windows nearest t = 1:
 ``m_i = n // K + (1 if i < n % K else 0)`` (i = 0 is the noisiest window) and per window

@@ -1,4 +1,4 @@
-"""Adaptive mixed supervision: the ground-truth loss weight W(R) (paper Eq. 7–8, DESIGN.md §3.5).
+"""Adaptive mixed supervision: the ground-truth loss weight W(R) (paper Eq. 7–8, docs/design.md §3.5).
 
 ``R = L_GT / L_distill`` per sample, detached. Eq. 8 ("adaptive")::
 

@@ -1,4 +1,4 @@
-"""The teacher's window solve and one distillation batch (paper Eq. 2–6, DESIGN.md §3.3, §3.5).
+"""The teacher's window solve and one distillation batch (paper Eq. 2–6, docs/design.md §3.3, §3.5).
 
 Teacher solve from ``t_k`` to ``t_{k-1}``: DDIM with ``S`` substeps evaluated at times
 ``t_i = t_k + i (t_{k-1} - t_k) / S`` (i = 0..S-1), network index
@@ -143,43 +143,59 @@ def teacher_window_solve(
 
 @dataclass(frozen=True, eq=False)
 class DistillationBatch:
-    """Everything one PeRFlow + mixed-supervision step needs (DESIGN.md §3.3 steps 2–5, §3.5)."""
+    """Everything one PeRFlow + mixed-supervision step needs (docs/design.md §3.3 steps 2–5, §3.5)."""
 
     z_t: Tensor  # (B, *S) student input on the teacher segment (fixed Eq. 3)
     target: Tensor  # (B, *S) epshat (Eq. 4)
-    z_t_gt: Tensor  # (B, *S) student input on the ground-truth segment
-    target_gt: Tensor  # (B, *S) eps* (= eps for "ddim_eps")
+    z_t_gt: Tensor | None  # (B, *S) student input on the ground-truth segment (None: ground_truth=False)
+    target_gt: Tensor | None  # (B, *S) eps* (= eps for "ddim_eps"; None: ground_truth=False)
     timestep: Tensor  # (B,) student network timestep 1000 t, float32
-    teacher_nfe: int  # teacher evaluations per sample spent on the window solve
+    teacher_nfe: int  # teacher evaluations per sample spent on the window solve (0: z_end was given)
+    z_end: Tensor  # (B, *S) the teacher's window end zhat_{t_{k-1}} (Eq. 2), e.g. to cache
 
 
 def make_distillation_batch(
     *,
-    teacher: Denoiser,
+    teacher: Denoiser | None,
     x0: Tensor,
     eps: Tensor,
     t: Tensor,
     window: Tensor,
-    guidance: Guidance,
+    guidance: Guidance | None,
     plan: WindowSolvePlan,
+    z_end: Tensor | None = None,
+    ground_truth: bool = True,
 ) -> DistillationBatch:
     """Noise ``x0`` to the window start, solve the window with the teacher and build both targets.
 
     x0, eps: (B, *S); t: (B,) training time in its window; window: (B,) int64 (see
-    ``draw_training_times``). No gradient flows into any returned tensor.
+    ``draw_training_times``). ``z_end``: the teacher's window end when it is known already (a cache
+    of solves): the teacher is not called (``teacher`` and ``guidance`` may be None). ``ground_truth``:
+    False leaves out the ground-truth segment (a student without mixed supervision). No gradient flows
+    into any returned tensor.
     """
     windows = plan.windows
+    if z_end is None and (teacher is None or guidance is None):
+        raise ValueError("solving the window needs the teacher and its guidance (or give z_end)")
     with torch.no_grad():
         z_start = window_start_latent(x0=x0, eps=eps, window=window, windows=windows)
-        solved = teacher_window_solve(
-            denoiser=teacher, z_start=z_start, window=window, guidance=guidance, plan=plan
-        )
-        z_end_gt = ground_truth_end(x0=x0, eps=eps, window=window, windows=windows)
+        nfe = 0
+        if z_end is None:
+            solved = teacher_window_solve(
+                denoiser=teacher, z_start=z_start, window=window, guidance=guidance, plan=plan
+            )
+            z_end, nfe = solved.z_end, solved.nfe
+        z_t_gt = target_gt = None
+        if ground_truth:
+            z_end_gt = ground_truth_end(x0=x0, eps=eps, window=window, windows=windows)
+            z_t_gt = student_input(z_start=z_start, z_end=z_end_gt, t=t, window=window, windows=windows)
+            target_gt = perflow_target(z_start=z_start, z_end=z_end_gt, window=window, windows=windows)
         return DistillationBatch(
-            z_t=student_input(z_start=z_start, z_end=solved.z_end, t=t, window=window, windows=windows),
-            target=perflow_target(z_start=z_start, z_end=solved.z_end, window=window, windows=windows),
-            z_t_gt=student_input(z_start=z_start, z_end=z_end_gt, t=t, window=window, windows=windows),
-            target_gt=perflow_target(z_start=z_start, z_end=z_end_gt, window=window, windows=windows),
+            z_t=student_input(z_start=z_start, z_end=z_end, t=t, window=window, windows=windows),
+            target=perflow_target(z_start=z_start, z_end=z_end, window=window, windows=windows),
+            z_t_gt=z_t_gt,
+            target_gt=target_gt,
             timestep=(t.to(torch.float32) * windows.schedule.num_train_timesteps).to(x0.device),
-            teacher_nfe=solved.nfe,
+            teacher_nfe=nfe,
+            z_end=z_end,
         )

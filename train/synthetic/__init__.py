@@ -1,4 +1,4 @@
-"""The synthetic talking-face world (DESIGN.md §6): seeded identities, speech, motion, tiers."""
+"""The synthetic talking-face world (docs/design.md §6): seeded identities, speech, motion, tiers."""
 
 from train.synthetic.dataset import SyntheticClip, generate_dataset, make_clip
 

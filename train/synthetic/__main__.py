@@ -1,4 +1,4 @@
-"""python -m train.synthetic --out DIR --clips N --size 64 --tier A|B  (DESIGN.md §6)."""
+"""python -m train.synthetic --out DIR --clips N --size 64 --tier A|B  (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One synthetic talking clip from a seed, and whole datasets in the clip format (DESIGN.md §6).
+"""One synthetic talking clip from a seed, and whole datasets in the clip format (docs/design.md §6).
 
 Seeds: clip ``i`` of a dataset with seed ``s`` draws each component from its own stream
 ``SeedSequence(entropy=s, spawn_key=(i, component))``, so a clip does not depend on how many
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from train.clips import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, write_clip, write_labels, write_manifest
+from fada_rt.clips import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, write_clip, write_labels, write_manifest
 from train.synthetic.degrade import degrade_audio, degrade_frames, sample_degradation
 from train.synthetic.identity import Identity, sample_identity
 from train.synthetic.motion import Motion, mouth_per_frame, sample_motion

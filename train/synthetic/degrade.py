@@ -1,4 +1,4 @@
-"""Frame and audio degradations of tier B's "degraded" clips (DESIGN.md §6).
+"""Frame and audio degradations of tier B's "degraded" clips (docs/design.md §6).
 
 Noise, blur and compression are the usual faults of crawled talking-head video. Strengths
 are given in resolution-independent units (blur sigma as a fraction of the frame size) so

@@ -1,4 +1,4 @@
-"""Regenerate the demo inputs: python -m train.synthetic.examples [--out examples]
+"""Regenerate the demo inputs: python -m train.synthetic.examples [--out fada_rt/examples]
 
 ``face.png``: a 256x256 portrait of the world (neutral, mouth closed, eyes open);
 ``speech.wav``: 7 s of the world's speech (16 kHz mono) in the same identity's voice.
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from train.clips import write_wav
+from fada_rt.assets import EXAMPLES_DIR
+from fada_rt.clips import write_wav
 from train.synthetic.dataset import clip_identity, component_rng
 from train.synthetic.motion import still_motion
 from train.synthetic.render import render_frames
@@ -45,7 +46,7 @@ def make_examples(*, out: str | Path) -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.synthetic.examples", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples", help="folder for face.png and speech.wav")
+    p.add_argument("--out", default=str(EXAMPLES_DIR), help="folder for face.png and speech.wav (default: %(default)s)")
     a = p.parse_args(argv)
     for path in make_examples(out=a.out):
         print(path)

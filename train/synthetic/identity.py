@@ -1,4 +1,4 @@
-"""Seeded identities of the synthetic world (DESIGN.md §6): the look of one talking face.
+"""Seeded identities of the synthetic world (docs/design.md §6): the look of one talking face.
 
 All geometry is in normalised image units (x, y in [0, 1], y down) so one identity renders
 the same at any resolution. Colours are RGB floats in [0, 1].

@@ -1,4 +1,4 @@
-"""Per-frame motion of the synthetic world (DESIGN.md §6).
+"""Per-frame motion of the synthetic world (docs/design.md §6).
 
 The mouth follows the audio's articulation (openness, width) averaged over each frame's
 640 samples; head sway, roll and blinks are random processes independent of the audio —
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from train.clips import FPS, SAMPLES_PER_FRAME
+from fada_rt.clips import FPS, SAMPLES_PER_FRAME
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Vectorised, anti-aliased renderer of the synthetic face (DESIGN.md §6).
+"""Vectorised, anti-aliased renderer of the synthetic face (docs/design.md §6).
 
 Every shape is a soft mask from an approximate signed distance (first-order ellipse
 distance), blended over a ~1.2 pixel band, so edges are smooth at 64x64 and sharp at 512.

@@ -1,4 +1,4 @@
-"""Long talking sequences of the synthetic world: turns of speech and silent stretches (DESIGN.md §8).
+"""Long talking sequences of the synthetic world: turns of speech and silent stretches (docs/design.md §8).
 
 A clip of the training world is 2–4 s of continuous talking. A call is minutes of it, with the
 speaker falling silent for seconds between turns. :func:`make_sequence` builds such a sequence for
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from train.clips import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from fada_rt.clips import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from train.synthetic.dataset import GENERATOR_VERSION, SyntheticClip, clip_identity, component_rng
 from train.synthetic.motion import mouth_per_frame, sample_motion
 from train.synthetic.render import render_frames

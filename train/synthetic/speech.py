@@ -1,4 +1,4 @@
-"""Speech-like audio of the synthetic world (DESIGN.md §6), with its articulation tracks.
+"""Speech-like audio of the synthetic world (docs/design.md §6), with its articulation tracks.
 
 A small formant synthesiser: words of 1–3 syllables separated by pauses; a syllable is an
 optional consonant (plosive: closure + burst, fricative: band noise, nasal: low hum, glide)

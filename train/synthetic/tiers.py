@@ -1,4 +1,4 @@
-"""Quality tiers of the synthetic world (DESIGN.md §6, paper §3.2).
+"""Quality tiers of the synthetic world (docs/design.md §6, paper §3.2).
 
 Tier A holds clean, synced clips only; tier B ⊇ A adds four kinds of imperfect clips:
 desynced (audio shifted by 0.2–1 s), expressive (sustained vowels, larger motion),

@@ -1,0 +1,123 @@
+"""How a model is loaded: one frozen :class:`LoadOptions` (docs/design.md §4).
+
+A command line builds it once from its flags (:func:`add_load_options` + :func:`load_options_from_args`),
+an embedding app builds it with keywords; it then travels unchanged through
+:meth:`AvatarPipeline.load <fada_rt.pipeline.AvatarPipeline.load>` to :func:`~fada_rt.backends.create_backend`,
+the one place that turns it into a backend. Combinations that can never work (``compile`` on prebuilt
+engines, a ``dtype`` for engines whose precision was fixed at export, ...) are refused when the value is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fada_rt.precision import PRECISIONS, Precision
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Which backend runs the networks, from which artifacts, on which device and how.
+
+    ``backend``: ``torch`` reads ``checkpoint`` (a checkpoint folder; None lets
+    :meth:`AvatarPipeline.load <fada_rt.pipeline.AvatarPipeline.load>` pick the shipped tiny checkpoint of
+    its sampler); ``onnxruntime`` / ``tensorrt`` read the exported engines in ``engine_dir``.
+    ``dtype``: the torch backend's precision (a :class:`~fada_rt.precision.Precision` or its name:
+    fp32, fp16, bf16, float16, ...; None is fp32); engines have the precision they were exported with.
+    ``compile``: torch.compile of the denoiser and decoder (torch). ``cuda_graphs``: replay the denoiser
+    as CUDA graphs (torch on CUDA, tensorrt; None: the backend's default, off for torch, on for tensorrt).
+    ``threads``: CPU threads for torch (and onnxruntime's intra-op threads); None: the libraries' choice.
+    ``preset``: when given, the checkpoint's or engines' preset must be this one.
+    """
+
+    backend: str = "torch"
+    checkpoint: str | Path | None = None
+    engine_dir: str | Path | None = None
+    device: str = "cpu"
+    dtype: Precision | None = None
+    compile: bool = False
+    cuda_graphs: bool | None = None
+    threads: int | None = None
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.backend
+        if kind not in BACKENDS:
+            raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
+        object.__setattr__(self, "device", str(self.device))  # a torch.device is fine too
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", Precision.parse(self.dtype))
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if kind == "torch":
+            if self.engine_dir is not None:
+                raise ValueError("engine_dir is for the onnxruntime/tensorrt backends; the torch backend reads a "
+                                 "checkpoint")
+            return
+        if self.checkpoint is not None:
+            raise ValueError(f"the {kind} backend runs the engines in --engine-dir, not a checkpoint; drop "
+                             "--checkpoint (it is for the torch backend)")
+        if self.compile:
+            raise ValueError(f"compile is a torch-backend option; the {kind} backend runs prebuilt graphs")
+        if self.dtype is not None:
+            raise ValueError(f"the {kind} backend's precision is fixed when its engines are built (fp32 or fp16, "
+                             "see python -m fada_rt.export --precision); do not pass dtype")
+        if kind == "onnxruntime" and self.cuda_graphs:
+            raise ValueError("cuda_graphs is for the torch (CUDA) and tensorrt backends, not onnxruntime")
+        if self.engine_dir is None:
+            raise ValueError(f"the {kind} backend needs --engine-dir (a folder of exported engines); export them "
+                             "with `python -m fada_rt.export --checkpoint CHECKPOINT_DIR --out ENGINE_DIR`")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch backend's network dtype (float32 when ``dtype`` is None)."""
+        return Precision.parse(self.dtype).dtype
+
+    def replace(self, **changes: Any) -> LoadOptions:
+        return dataclasses.replace(self, **changes)
+
+
+# ---- command lines -------------------------------------------------------------------------------
+
+
+def precision_arg(value: str) -> Precision:
+    """argparse ``type=`` for a precision name: fp32/fp16/bf16, or torch's float32/float16/bfloat16."""
+    try:
+        return Precision.parse(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_load_options(parser: argparse.ArgumentParser, *, checkpoint_help: str | None = None) -> None:
+    """The model-loading flags every command line shares; read them back with :func:`load_options_from_args`."""
+    g = parser.add_argument_group("model loading")
+    g.add_argument("--backend", choices=BACKENDS, default=LoadOptions.backend,
+                   help="which runtime runs the networks (default: %(default)s)")
+    g.add_argument("--checkpoint", default=None,
+                   help=checkpoint_help or "checkpoint folder (config.json + model.safetensors; torch backend)")
+    g.add_argument("--engine-dir", default=None,
+                   help="folder of engines exported by python -m fada_rt.export (onnxruntime/tensorrt backends)")
+    g.add_argument("--device", default=LoadOptions.device, help="device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
+    g.add_argument("--dtype", type=precision_arg, choices=PRECISIONS, default=None, metavar="{" + ",".join(PRECISIONS) + "}",
+                   help=f"torch backend precision (default: {Precision.parse(None)}; half precision keeps norms and "
+                        "the audio front-end in fp32; engines keep the precision they were exported with)")
+    g.add_argument("--compile", action="store_true", help="torch backend: torch.compile the denoiser and decoder")
+    g.add_argument("--cuda-graphs", action="store_true", help="torch backend on CUDA: replay the denoiser as CUDA "
+                   "graphs (the tensorrt backend uses them anyway)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: the "
+                   "libraries' choice; 1 is often fastest on a busy machine)")
+    g.add_argument("--preset", default=None, help="expected preset of the checkpoint/engines (checked if given)")
+
+
+def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
+    """The :class:`LoadOptions` of flags added by :func:`add_load_options` (a ValueError names a bad combination)."""
+    return LoadOptions(backend=args.backend, checkpoint=args.checkpoint, engine_dir=args.engine_dir,
+                       device=args.device, dtype=args.dtype, compile=args.compile,
+                       cuda_graphs=True if args.cuda_graphs else None, threads=args.threads, preset=args.preset)
