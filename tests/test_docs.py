@@ -40,9 +40,19 @@ def test_named_paths_exist(doc: Path) -> None:
     assert not missing, f"{doc.relative_to(ROOT)} names paths that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+CURRENT = [d for d in DOCS if d.name != "CHANGELOG.md"]  # the changelog names old modules on purpose
+
+
+@pytest.mark.parametrize("doc", CURRENT, ids=lambda p: str(p.relative_to(ROOT)))
 def test_named_modules_exist(doc: Path) -> None:
     modules = set(re.findall(r"python -m ([A-Za-z_][\w.]*)", doc.read_text()))
     own = {m for m in modules if m.split(".")[0] in ("fada_rt", "train", "benchmarks")}
-    missing = sorted(m for m in own if importlib.util.find_spec(m) is None)
+    missing = sorted(m for m in own if not _importable(m))
     assert not missing, f"{doc.relative_to(ROOT)} names modules that do not exist: {missing}"
