@@ -14,6 +14,7 @@ from typing import Literal
 
 import pytest
 
+from fada_rt.config import dataclass_from_dict
 from fada_rt.precision import Precision
 from train import distill as distill_mod
 from train import teacher as teacher_mod
@@ -22,7 +23,6 @@ from train.cli import (
     add_dataclass_options,
     config_dict,
     dataclass_from_args,
-    dataclass_from_dict,
     field_docs,
     option_flags,
 )
@@ -135,10 +135,10 @@ def test_exclude_and_inline() -> None:
 
 
 def test_unknown_config_keys_are_errors() -> None:
-    with pytest.raises(ValueError, match=r"unknown Toy key\(s\) \['bogus'\]"):
-        dataclass_from_dict(Toy, {"path": "x", "bogus": 1})
-    with pytest.raises(ValueError, match=r"unknown Inner key\(s\) \['speed'\]"):
-        dataclass_from_dict(Toy, {"path": "x", "inner": {"speed": 1}})
+    with pytest.raises(ValueError, match=r"unknown config keys at 'Toy': \['bogus'\]"):
+        dataclass_from_dict(Toy, {"path": "x", "bogus": 1}, path="Toy")
+    with pytest.raises(ValueError, match=r"unknown config keys at 'Toy.inner': \['speed'\]"):
+        dataclass_from_dict(Toy, {"path": "x", "inner": {"speed": 1}}, path="Toy")
     with pytest.raises(TypeError):
         dataclasses.replace(TeacherTrainConfig(), bogus=1)
     with pytest.raises(SystemExit):
@@ -147,7 +147,7 @@ def test_unknown_config_keys_are_errors() -> None:
     for config in (TeacherTrainConfig(loop=LoopConfig(mixed_precision="bf16")), *VARIANTS.values()):
         data = config_dict(config)
         assert data["loop"]["mixed_precision"] in ("fp32", "bf16")
-        assert dataclass_from_dict(type(config), data) == config
+        assert dataclass_from_dict(type(config), data, path="run") == config
 
 
 def test_loop_precision_is_the_one_precision_type() -> None:

@@ -16,7 +16,7 @@
 * a field without a default is a required option; ``defaults`` (an instance) replaces the class's defaults
   (a preset such as a distillation variant).
 
-:func:`config_dict` is a config's JSON form (runs save it) and :func:`dataclass_from_dict` its inverse,
+:func:`config_dict` is a config's JSON form (runs save it) and :func:`fada_rt.config.dataclass_from_dict` its inverse,
 which refuses a key the dataclass does not have.
 """
 
@@ -294,22 +294,3 @@ def config_dict(config: Any) -> Any:
     if isinstance(config, Enum):
         return config.value
     return config
-
-
-def dataclass_from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """The ``cls`` of :func:`config_dict`'s form (nested dicts, lists for tuples); a key ``cls`` does not
-    have is a ValueError, a missing one takes the field's default."""
-    hints = _hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        hint = _strip_optional(hints[name])
-        if _is_dataclass_type(hint) and isinstance(value, Mapping):
-            value = dataclass_from_dict(hint, value)
-        elif get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
