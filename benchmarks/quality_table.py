@@ -146,6 +146,12 @@ METHODS: tuple[Method, ...] = (
     Method("6", "endless teacher, DDIM 6 x 3", "teacher-ns95", "teacher", "teacher-6x3"),
     Method("6", "endless balanced", "distill-ns/balanced", "student", "balanced"),
     Method("6", "endless fast (the default)", "distill-ns/fast", "student", "fast"),
+    # real voices (docs/experiments/2026-12-05-real-voices.md): the endless teacher trained 2000 steps more on the
+    # first world merged with world speech v2 (espeak-ng, festival), half its chunks' audio augmented
+    # (RUNS/teacher-voices), and its students (RUNS/distill-voices/<variant>); shipped
+    Method("7", "real-voice teacher, DDIM 6 x 3", "teacher-voices", "teacher", "teacher-6x3"),
+    Method("7", "real-voice balanced", "distill-voices/balanced", "student", "balanced"),
+    Method("7", "real-voice fast (the default)", "distill-voices/fast", "student", "fast"),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
@@ -154,8 +160,10 @@ TABLE_TITLES = {
     "5": "Shipped before — motion-weighted teachers (MW, --motion-weight 1; 2500, 7500 and 10000 steps, the last "
          "with the training set's motion map), the lip-sync expert's hinge on top and that teacher trained 6 "
          "minutes more on a GPU (batch 128, with its balanced and fast students: shipped until the endless avatar)",
-    "6": "Shipped — the endless avatar: motion frames re-anchored to the portrait, the session's noise shared "
-         "by all frames (the teacher trained for it, its students distilled with it); see long_run.md for minutes",
+    "6": "Shipped before — the endless avatar: motion frames re-anchored to the portrait, the session's noise "
+         "shared by all frames (the teacher trained for it, its students distilled with it); see long_run.md",
+    "7": "Shipped — real voices: the endless models trained on both worlds (the formant synthesiser's and world "
+         "speech v2's espeak-ng and festival voices) with augmented audio; real_voices.md scores held-out flite",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),
@@ -280,7 +288,7 @@ def to_markdown(rows: list[dict[str, Any]], kinds: list[dict[str, Any]], *, head
         lines += [f"### {title}", "", "| Method | " + " | ".join(c[1] for c in COLUMNS) + " |",
                   "|---|" + "---:|" * len(COLUMNS)]
         for r in gt + sel:
-            cells = [_fmt(r.get(key), fmt) + _spread(r.get(f"{key}_seeds")) for key, _, fmt in COLUMNS]
+            cells = [format_cell(r.get(key), fmt) + _spread(r.get(f"{key}_seeds")) for key, _, fmt in COLUMNS]
             lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
         lines.append("")
     if kinds:
@@ -292,7 +300,7 @@ def to_markdown(rows: list[dict[str, Any]], kinds: list[dict[str, Any]], *, head
     return "\n".join(lines)
 
 
-def _fmt(value: Any, fmt: str) -> str:
+def format_cell(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return fmt.format(int(value)) if fmt == "{:d}" else fmt.format(value)

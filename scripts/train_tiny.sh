@@ -184,15 +184,53 @@ for ckpt in teacher-ns95/teacher distill-ns/balanced/student distill-ns/fast/stu
   python -m fada_rt.checkpoint "$RUNS/$ckpt" --set-rollout motion_anchor=0.5 noise_sharing=1
 done
 
+# 6b. real voices (docs/experiments/2026-12-05-real-voices.md): world speech v2 (espeak-ng and festival speak, the
+#     phones they report drive the mouth; flite is held out), cached with two augmented copies of each clip's audio,
+#     merged with the first world; the metrics' mouth estimator and the sync expert on both worlds; the endless
+#     teacher fine-tuned on both with audio augmentation, its students re-distilled the same way (shipped)
+V2=$WORK/data/v2
+MIXED=$WORK/data/mixed
+[ -f "$RUNS/cache-v2/index.json" ] || python -m train.cache --synthetic 2400 --seed 10 --first-index 100000 \
+  --speech tts --tier B --audio-variants 2 --workers 2 --data "$V2/world" --out "$RUNS/cache-v2" --vae "$RUNS/vae-tiny"
+[ -f "$V2/heldout-flite/manifest_A.txt" ] || python -m train.synthetic --out "$V2/heldout-flite" --clips 48 --size 64 \
+  --tier A --seed 11 --speech flite --min-seconds 4 --max-seconds 6
+[ -f "$V2/heldout-tts/manifest_A.txt" ] || python -m train.synthetic --out "$V2/heldout-tts" --clips 48 --size 64 \
+  --tier A --seed 12 --speech tts --min-seconds 4 --max-seconds 6
+[ -f "$RUNS/cache-mixed/index.json" ] || python -m train.cache --merge "$DATA:$CACHE" "$V2/world:$RUNS/cache-v2" \
+  --data "$MIXED" --out "$RUNS/cache-mixed"
+python -m train.mouth_estimator --out fada_rt/metrics/weights --clips 1800 --steps 4000 --speech synth tts
+[ -f "$RUNS/sync-expert-mixed/model.safetensors" ] || \
+  python -m train.sync_expert --data "$MIXED" --cache "$RUNS/cache-mixed" --out "$RUNS/sync-expert-mixed" --steps 3000
+python -m train.teacher --data "$MIXED" --manifest A --cache "$RUNS/cache-mixed" --init "$RUNS/teacher-ns95/teacher" \
+  --run "$RUNS/teacher-voices" --steps "${VOICE_STEPS:-2000}" --batch-size 4 --lr 1.5e-4 --loss-weighting truncated_snr \
+  --motion-weight 1 --motion-map dataset --sync-expert "$RUNS/sync-expert-mixed" --sync-weight 0.1 \
+  --sync-target audio-hinge --sync-max-t 900 --noise-sharing-max 0.95 --audio-augment 0.5 --checkpoint-every 500 --seed 40
+TV=(--teacher "$RUNS/teacher-voices/teacher" --data "$MIXED" --cache "$RUNS/cache-mixed" --solve-cache "$SOLVES"
+    --steps "$DISTILL_STEPS" --lr 1e-4 --motion-weight 1 --motion-map dataset --noise-sharing-max 1 --audio-augment 0.5)
+python -m train.distill "${TV[@]}" --run "$RUNS/distill-voices/fast" --variant fast \
+  --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 --cfg-lr-scale 10
+python -m train.distill "${TV[@]}" --run "$RUNS/distill-voices/balanced" --variant balanced
+for ckpt in teacher-voices/teacher distill-voices/balanced/student distill-voices/fast/student; do
+  python -m fada_rt.checkpoint "$RUNS/$ckpt" --set-rollout motion_anchor=0.5 noise_sharing=1
+done
+
 # 7. the quality table of every run above (benchmarks/results/quality_table.{md,json})
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 # (the rows of the last two groups of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
-# 8. the shipped assets (fada_rt/assets/README.md): the endless models of stage 6 and the VAE of stage 2
+# 8. the shipped assets (fada_rt/assets/README.md): the real-voice models of stage 6b and the VAE of stage 2
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
-cp -r "$RUNS/distill-ns/fast/student" fada_rt/assets/tiny-fast
-cp -r "$RUNS/distill-ns/balanced/student" fada_rt/assets/tiny-balanced
-cp -r "$RUNS/teacher-ns95/teacher" fada_rt/assets/tiny-teacher
+cp -r "$RUNS/distill-voices/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill-voices/balanced/student" fada_rt/assets/tiny-balanced
+cp -r "$RUNS/teacher-voices/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
+# the real voices of the shipped fast student and the one before it (docs/experiments/2026-12-05-real-voices.md)
+python -m benchmarks.real_voices --data "$V2/heldout-flite" --checkpoint "$RUNS/distill-ns/fast/student" --clips 24 \
+  --max-frames 150 --out benchmarks/results/voices --name endless-fast
+python -m benchmarks.real_voices --data "$V2/heldout-flite" --checkpoint fada_rt/assets/tiny-fast --clips 24 \
+  --max-frames 150 --out benchmarks/results/voices --name real-voice-fast
+python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --seed 0 1 --out benchmarks/results/voices \
+  --only "endless fast (the default)" "real-voice fast (the default)" "endless balanced" "real-voice balanced" \
+  "endless teacher, DDIM 6 x 3" "real-voice teacher, DDIM 6 x 3"
 # 9. the long runs of the shipped models (benchmarks/results/long_run.{json,md,png} and long_run/)
 python -m benchmarks.long_run --sampler fast --name "endless fast (the default)"
 python -m benchmarks.long_run --sampler balanced --name "endless balanced"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -150,6 +152,7 @@ def test_tiers_and_cli(tmp_path, capsys):
         generate_dataset(out=tmp_path / "a", clips=1, progress=False)
 
 
+@pytest.mark.skipif(shutil.which("flite") is None, reason="the example speech is flite's: apt-get install flite")
 def test_shipped_examples_are_reproducible(tmp_path):
     from PIL import Image
 

@@ -53,6 +53,11 @@ def check_motion_noise_steps(steps: int) -> None:
         raise ValueError(f"motion_noise_steps must be an int in [0, 1000] (0: clean motion frames), got {steps!r}")
 
 
+def check_audio_augment(p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"audio_augment must be in [0, 1], got {p}")
+
+
 def check_noise_sharing_max(value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"noise_sharing_max must be in [0, 1] (0: independent noise per frame), got {value!r}")
@@ -85,9 +90,14 @@ def trained_rollout(config: ModelConfig, *, motion_noise_steps: int, noise_shari
 class ChunkSampler:
     def __init__(self, cache: dict[str, dict[str, Tensor]], *, config: ModelConfig, seed: int,
                  p_motion_from_reference: float = 0.1, motion_noise_steps: int = 0,
-                 reference_sink: bool = False) -> None:
+                 reference_sink: bool = False, audio_augment: float = 0.0) -> None:
         if not 0.0 <= p_motion_from_reference <= 1.0:
             raise ValueError(f"p_motion_from_reference must be in [0, 1], got {p_motion_from_reference}")
+        check_audio_augment(audio_augment)
+        if audio_augment > 0 and not any("audio_aug" in c for c in cache.values()):
+            raise ValueError("audio_augment > 0 needs a cache with augmented audio: build it with "
+                             "python -m train.cache --audio-variants K")
+        self.audio_augment = audio_augment
         check_motion_noise_steps(motion_noise_steps)
         self.config = config
         self.seed = seed
@@ -126,6 +136,10 @@ class ChunkSampler:
         """(x0 (F,C,h,w), reference (C,h,w), motion (M,C,h,w), audio (F,W,L,D), id, start)."""
         c = self.config
         lat, feats = self.clips[clip_id]["latents"], self.clips[clip_id]["audio"]
+        if self.audio_augment > 0:  # drawn only then: runs without augmentation keep their streams
+            variants = self.clips[clip_id].get("audio_aug")  # (K, T, L, D); clips cached without copies: clean
+            if rng.random() < self.audio_augment and variants is not None:
+                feats = variants[int(rng.integers(variants.shape[0]))]
         t = lat.shape[0]
         s = int(rng.integers(0, t - c.num_frames + 1)) if start is None else start
         ref = lat[int(rng.integers(0, t))]

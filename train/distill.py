@@ -120,6 +120,7 @@ class DistillConfig(TrainConfig):
         """The config fields a teacher solve depends on (shared by variants that differ elsewhere)."""
         keys = ["batch_size", "manifest", "num_windows", "substeps", "seed", "p_motion_from_reference", "motion_noise_steps",
                 "noise_sharing_max", "reference_sink"]
+        keys += ["audio_augment"] if self.audio_augment else []  # solves of runs without it keep their key
         keys += ["cfg_a_range", "cfg_r_range"] if self.cfg_conditioned else ["p_drop_audio", "p_drop_both"]
         return {"conditioning": "cfg" if self.cfg_conditioned else "branch",
                 **{k: getattr(self, k) for k in keys}}
@@ -392,7 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     cache = open_cache(run.cache, config=teacher.config, vae_digest=weights_digest(teacher.vae), clip_ids=clip_ids)
     sampler = ChunkSampler(cache, config=teacher.config, seed=config.seed,
                            p_motion_from_reference=config.p_motion_from_reference,
-                           motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink)
+                           motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink,
+                           audio_augment=config.audio_augment)
     solve_cache = None
     if args.solve_cache:
         data_digest = hashlib.sha256(json.dumps(sorted(clip_ids)).encode() + weights_digest(teacher.vae).encode())

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from fada_rt.checkpoint import save_model
 from fada_rt.models.fada import FadaModel
 from fada_rt.precision import Precision
-from train.data import check_motion_noise_steps, check_noise_sharing_max
+from train.data import check_audio_augment, check_motion_noise_steps, check_noise_sharing_max
 from train.ema import EMA
 from train.state import latest_step_dir, load_training_state, save_training_state, step_dir
 from train.weighting import MOTION_MAPS, check_motion_map, check_motion_weight
@@ -91,6 +91,9 @@ class TrainConfig:
     #: the first motion-frame slot holds the reference latent, the others the preceding frames: a clean anchor
     #: in the temporal context, as the runtime's RolloutConfig.reference_sink (off: all slots the preceding frames)
     reference_sink: bool = False
+    #: share of chunks whose audio features come from one of the cache's augmented copies (microphone and call
+    #: conditions: python -m train.cache --audio-variants K); 0: the clean audio
+    audio_augment: float = 0.0
     #: weight K of moving pixels (mouth, eyes) in the loss: (1 + K s / mean(s)) / (1 + K), s = each latent
     #: pixel's std over the chunk: lip-sync detail; 0: uniform pixels (the paper)
     motion_weight: float = 0.0
@@ -105,6 +108,7 @@ class TrainConfig:
         check_motion_map(self.motion_map)
         check_motion_noise_steps(self.motion_noise_steps)
         check_noise_sharing_max(self.noise_sharing_max)
+        check_audio_augment(self.audio_augment)
 
 
 @dataclass(frozen=True)

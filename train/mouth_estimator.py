@@ -36,14 +36,17 @@ from train.synthetic.dataset import make_clip
 AUDIO_KINDS = ("clean", "expressive", "degraded")  # kinds whose mouth follows their audio
 
 
-def load_examples(*, data: str | None, clips: int, seed: int, sizes: tuple[int, ...]) -> list[dict]:
-    """Per clip: frames (T, 64, 64, 3) uint8, states (T, 7), audio windows and kind."""
+def load_examples(*, data: str | None, clips: int, seed: int, sizes: tuple[int, ...],
+                  speech: tuple[str, ...] = ("synth",)) -> list[dict]:
+    """Per clip: frames (T, 64, 64, 3) uint8, states (T, 7), audio windows and kind; generated clip i speaks with
+    ``speech[i % len(speech)]`` (the world's speech options: synth, tts, engine names)."""
     cfg = MouthConfig()
     out = []
     if data is not None:
         items = ((read_clip(p), read_labels(data, clip_id_of(p))) for p in list_clips(data)[:clips])
     else:
-        made = (make_clip(seed=seed, index=i, size=sizes[i % len(sizes)], tier="B", min_seconds=1.0, max_seconds=1.6) for i in range(clips))
+        made = (make_clip(seed=seed, index=i, size=sizes[i % len(sizes)], tier="B", min_seconds=1.0, max_seconds=1.6,
+                          speech=speech[i % len(speech)]) for i in range(clips))
         items = ((c, c.labels) for c in made)
     for clip, labels in tqdm(items, total=clips, desc="clips", unit="clip"):
         x = frames_to_input(clip.frames, cfg.image_size)
@@ -129,11 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3000, help="optimisation steps")
     p.add_argument("--batch", type=int, default=64, help="frames (and audio windows) per step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (cosine decay)")
+    p.add_argument("--speech", nargs="+", default=["synth"],
+                   help="the generated clips' speech, taken in turn (python -m train.synthetic --help; the shipped "
+                        "estimator: synth tts; never flite, the held-out engine) (default: %(default)s)")
     a = p.parse_args(argv)
-    examples = load_examples(data=a.data, clips=a.clips, seed=a.seed, sizes=(64, 64, 64, 128))
+    examples = load_examples(data=a.data, clips=a.clips, seed=a.seed, sizes=(64, 64, 64, 128), speech=tuple(a.speech))
     est, metrics = train(examples=examples, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
     est.save(a.out)
-    metrics |= {"clips": a.clips, "seed": a.seed, "steps": a.steps, "data": a.data or "generated"}
+    metrics |= {"clips": a.clips, "seed": a.seed, "steps": a.steps, "data": a.data or "generated", "speech": a.speech}
     (Path(a.out) / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     print(json.dumps(metrics, indent=1, sort_keys=True))
 

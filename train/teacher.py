@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
                        clip_ids=read_manifest(run.data, args.manifest))
     sampler = ChunkSampler(cache, config=model.config, seed=config.seed,
                            p_motion_from_reference=config.p_motion_from_reference,
-                           motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink)
+                           motion_noise_steps=config.motion_noise_steps, reference_sink=config.reference_sink,
+                           audio_augment=config.audio_augment)
     validate = None
     if run.validate_every:
         from train.validate import Validator

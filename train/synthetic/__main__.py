@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-seconds", type=float, default=2.0, help="shortest clip length in seconds")
     p.add_argument("--max-seconds", type=float, default=4.0, help="longest clip length in seconds")
     p.add_argument("--identities", type=int, default=None, help="reuse this many identities (default: one per clip)")
+    p.add_argument("--speech", default="synth",
+                   help="synth: the formant synthesiser; tts: espeak-ng + festival (world speech v2); or engines by name, "
+                        "comma-separated (flite: the held-out engine) (default: %(default)s)")
+    p.add_argument("--first-index", type=int, default=0,
+                   help="index of the first clip: worlds with distinct index ranges have distinct clip ids (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="processes generating clips in parallel")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a folder that already holds clips")
     a = p.parse_args(argv)
@@ -34,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         identities=a.identities,
         workers=a.workers,
         overwrite=a.overwrite,
+        speech=a.speech,
+        first_index=a.first_index,
     )
     print(json.dumps(summary, sort_keys=True))
 

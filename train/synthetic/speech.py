@@ -62,11 +62,13 @@ class Speaker:
 
 @dataclass(frozen=True)
 class Speech:
-    """Audio float32 (S,) in [-1, 1] and per-sample articulation float32 (S,) in [0, 1]."""
+    """Audio float32 (S,) in [-1, 1] and per-sample articulation float32 (S,) in [0, 1]; ``segments``:
+    the spoken stretches as (start, stop) samples where the generator knows them (world speech v2)."""
 
     audio: np.ndarray
     openness: np.ndarray
     width: np.ndarray
+    segments: tuple[tuple[int, int], ...] = ()
 
 
 def sample_speaker(rng: np.random.Generator) -> Speaker:
