@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter1d
 
-from train.synthetic import tts
+from train.synthetic import espeak_events, tts
 from train.synthetic.dataset import check_speech, clip_identity, make_clip
 from train.synthetic.speech import VOWELS, vowel_openness, vowel_width
 from train.synthetic.visemes import SILENCE, articulation_tracks, is_known_phone, phone_targets
@@ -18,7 +18,7 @@ PANGRAM = "The quick brown fox jumps over the lazy dog, while Jim's sixty zebras
 
 
 def _installed(engine: str) -> bool:
-    return (tts._espeak_library() is not None) if engine == "espeak" else shutil.which(engine) is not None
+    return (espeak_events.library() is not None) if engine == "espeak" else shutil.which(engine) is not None
 
 
 needs = {e: pytest.mark.skipif(not _installed(e), reason=f"{e} not installed (apt-get install {tts.PACKAGES[e]})")

@@ -34,6 +34,7 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
+from train.synthetic import espeak_events
 from train.synthetic.speech import SAMPLE_RATE, Speech
 from train.synthetic.texts import OTHER_LANGUAGES, sentence
 from train.synthetic.visemes import articulation_tracks
@@ -42,6 +43,7 @@ ENGINES = ("espeak", "festival", "flite")
 TRAIN_ENGINES = ("espeak", "festival")
 HELD_OUT_ENGINES = ("flite",)
 PACKAGES = {"espeak": "espeak-ng", "festival": "festival", "flite": "flite"}
+PHONESETS = {"espeak": "espeak", "festival": "arpabet", "flite": "arpabet"}  # the phone names each engine reports
 
 ESPEAK_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-us-nyc", "en-029")
 ESPEAK_LANGUAGES = {"es": "es", "de": "de", "fr": "fr", "it": "it", "pt": "pt", "nl": "nl"}
@@ -86,7 +88,7 @@ def parse_engines(spec: str | Sequence[str]) -> tuple[str, ...]:
 
 def check_engine(engine: str) -> None:
     """Raise a clear error when ``engine`` is not installed (naming the Debian package)."""
-    ok = _espeak_library() is not None if engine == "espeak" else shutil.which(engine) is not None
+    ok = espeak_events.library() is not None if engine == "espeak" else shutil.which(engine) is not None
     if not ok:
         raise RuntimeError(f"speech engine {engine!r} is not installed: apt-get install {PACKAGES[engine]}")
 
@@ -125,11 +127,9 @@ def tts_speech(*, rng: np.random.Generator, num_samples: int, voice: Voice, expr
     audio = np.zeros(num_samples, np.float32)
     phones: list[tuple[str, int, int]] = []
     segments: list[tuple[int, int]] = []
-    phoneset = "espeak"
     pos = int(rng.uniform(0.0, 0.5) * SAMPLE_RATE)
     while pos < num_samples:
         for utt in synthesize([sentence(rng, voice.language) for _ in range(3)], voice):
-            phoneset = utt.phoneset
             end = min(num_samples, pos + len(utt.audio))
             audio[pos:end] = utt.audio[: end - pos]
             phones += [(p, pos + a, pos + b) for p, a, b in utt.phones]
@@ -140,7 +140,7 @@ def tts_speech(*, rng: np.random.Generator, num_samples: int, voice: Voice, expr
             pos += len(utt.audio) + int(gap * SAMPLE_RATE)
             if pos >= num_samples:
                 break
-    openness, width = articulation_tracks(phones, num_samples, phoneset=phoneset, sample_rate=SAMPLE_RATE)
+    openness, width = articulation_tracks(phones, num_samples, phoneset=PHONESETS[voice.engine], sample_rate=SAMPLE_RATE)
     peak = float(np.max(np.abs(audio))) + 1e-9
     audio = audio / peak * rng.uniform(0.55, 0.85) + rng.normal(0, 1e-4, num_samples)  # a faint noise floor
     return Speech(audio=audio.astype(np.float32), openness=openness, width=width,
@@ -177,12 +177,6 @@ def _utterance(audio: np.ndarray, rate: int, ends: list[tuple[str, float]], phon
 
 # --- espeak-ng, through its library in a child process ---------------------------------------------
 
-def _espeak_library():
-    from train.synthetic import espeak_events
-
-    return espeak_events.library()
-
-
 def _espeak(texts: Sequence[str], voice: Voice) -> list[Utterance]:
     # a fresh process per call: espeak-ng carries state from one utterance to the next within a process, so
     # only a new process makes clip i the same clip whatever was spoken before it
@@ -200,7 +194,7 @@ def _espeak(texts: Sequence[str], voice: Voice) -> list[Utterance]:
             events = json.loads((Path(tmp) / f"{i}.json").read_text())
             ends = [(p, (events[k + 1][1] if k + 1 < len(events) else len(audio)) / rate)
                     for k, (p, _) in enumerate(events)]
-            out.append(_utterance(audio, rate, ends, "espeak"))
+            out.append(_utterance(audio, rate, ends, PHONESETS["espeak"]))
         return out
 
 
@@ -229,7 +223,7 @@ def _festival(texts: Sequence[str], voice: Voice) -> list[Utterance]:
             audio, rate = _read_wav(wav)
             lines = (Path(tmp) / f"{i}.segs").read_text().split("#", 1)[1].split("\n")
             ends = [(f[2], float(f[0])) for f in (ln.split() for ln in lines) if len(f) == 3]
-            out.append(_utterance(audio, rate, ends, "arpabet"))
+            out.append(_utterance(audio, rate, ends, PHONESETS[voice.engine]))
         return out
 
 
@@ -245,5 +239,5 @@ def _flite(texts: Sequence[str], voice: Voice) -> list[Utterance]:
                 raise RuntimeError(f"flite failed on {text!r} with voice {voice.name}: {run.stderr.strip()[-300:]}")
             audio, rate = _read_wav(wav)
             ends = [(tok.rsplit(":", 1)[0], float(tok.rsplit(":", 1)[1])) for tok in run.stdout.split() if ":" in tok]
-            out.append(_utterance(audio, rate, ends, "arpabet"))
+            out.append(_utterance(audio, rate, ends, PHONESETS[voice.engine]))
     return out
