@@ -2,12 +2,12 @@
 
 ::
 
-    avatar = StreamingAvatar("face.png", checkpoint="student/")      # prepare once (or LoadOptions(...))
+    avatar = StreamingAvatar("photo.jpg", checkpoint="student/")     # prepare once (or LoadOptions(...))
     # audio thread (any rate, mono or (n, channels), float or int16):
     avatar.push_audio(pcm, 48000)
     # video thread:
     for frame, pts in avatar:          # frame (H, W, 3) uint8, pts seconds on the audio clock
-        send(frame, pts)
+        send(frame, pts)               # the whole picture, the face pasted back (output="crop": the crop)
     # or, in asyncio: async for frame, pts in avatar: ...
     avatar.end_audio()                 # flush: the iteration ends after the last frame
 
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from fada_rt.backends.options import LoadOptions
+from fada_rt.face import MAX_SIDE, CropMode, OutputMode, Portrait
 from fada_rt.media import PcmConverter
 from fada_rt.pipeline import Avatar, AvatarPipeline
 from fada_rt.streaming import StreamingSession
@@ -43,9 +44,13 @@ Frame = tuple[np.ndarray, float]
 class StreamingAvatar:
     def __init__(
         self,
-        image: str | Path | np.ndarray,
+        image: str | Path | np.ndarray | Portrait,
         options: LoadOptions | None = None,
         *,
+        output: OutputMode = "full",
+        crop: CropMode = "face",
+        face_index: int | None = None,
+        max_side: int | None = MAX_SIDE,
         sampler: str = "fast",
         cfg_audio: float | None = None,
         cfg_ref: float | None = None,
@@ -58,7 +63,8 @@ class StreamingAvatar:
 
         The model is ``options`` (:class:`~fada_rt.backends.LoadOptions`), or the ``LoadOptions`` of the
         ``load`` keywords (``checkpoint=``, ``device=``, ``dtype=``, ...), or the default (the shipped tiny
-        checkpoint of ``sampler`` on the CPU).
+        checkpoint of ``sampler`` on the CPU). ``output``, ``crop``, ``face_index``, ``max_side``: the portrait
+        (:func:`fada_rt.generate.generate_video`, docs/portraits.md).
         """
         if pipeline is not None and (options is not None or load):
             raise ValueError("pass either a pipeline or the options to load one, not both")
@@ -68,8 +74,12 @@ class StreamingAvatar:
             options = options if options is not None else LoadOptions(**load)
             pipeline = AvatarPipeline.load(options, sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref)
         self.pipeline = pipeline
+        self.output = output
+        self._portrait_options = {"crop": crop, "face_index": face_index, "max_side": max_side}
+        self.portrait = self._load_portrait(image)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        self.session = StreamingSession(pipeline, pipeline.prepare(image), generator=generator, drop_late=realtime)
+        self.session = StreamingSession(pipeline, pipeline.prepare(self.portrait), generator=generator,
+                                        drop_late=realtime)
         self._converter = PcmConverter(rate=pipeline.config.audio.sample_rate)
         self._cond = threading.Condition()
         self._pending: deque[Frame] = deque()
@@ -96,12 +106,17 @@ class StreamingAvatar:
                 self._ended = True
             self._cond.notify_all()
 
-    def set_image(self, image: str | Path | np.ndarray) -> Avatar:
+    def set_image(self, image: str | Path | np.ndarray | Portrait) -> Avatar:
         """Switch the portrait (one ``prepare``; cached portraits are free); takes effect next chunk."""
-        avatar = self.pipeline.prepare(image)
+        portrait = self._load_portrait(image)
+        avatar = self.pipeline.prepare(portrait)
         with self._generating:
             self.session.set_avatar(avatar)
+            self.portrait = portrait
         return avatar
+
+    def _load_portrait(self, image: str | Path | np.ndarray | Portrait) -> Portrait:
+        return image if isinstance(image, Portrait) else self.pipeline.portrait(image, **self._portrait_options)
 
     def close(self) -> None:
         """Stop: iterators end (frames not yet generated are not produced)."""
@@ -137,7 +152,8 @@ class StreamingAvatar:
             chunk = self.session.step()  # generation happens here, in the caller's thread
             if chunk is None:  # the stream is done
                 return None
-            self._pending.extend((frame, float(pts)) for frame, pts in zip(chunk.frames, chunk.pts))
+            self._pending.extend((self.portrait.frame(frame, self.output), float(pts))
+                                 for frame, pts in zip(chunk.frames, chunk.pts))
             return self._pending.popleft()
 
     def _can_progress(self) -> bool:

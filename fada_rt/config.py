@@ -196,6 +196,22 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class CropConfig:
+    """Where the face sits in the model's square frames: the face-aligned crop of docs/portraits.md.
+
+    Run time (:func:`fada_rt.face.load_portrait`) and ``train.prepare`` cut crops with these numbers and
+    the same code, so the model sees at run time the framing it was trained on.
+    """
+
+    eye_distance: float = 0.25  # between the two eye centres, as a fraction of the crop side
+    eye_y: float = 0.42  # height of the eye line below the top edge, as a fraction of the side
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.eye_distance <= 0.6 or not 0.1 <= self.eye_y <= 0.8:
+            raise ValueError(f"crop eye_distance must be in [0.05, 0.6] and eye_y in [0.1, 0.8], got {self}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     preset: str = "sd15"
     resolution: int = 512
@@ -219,6 +235,8 @@ class ModelConfig:
     guidance_scales: tuple[float, float] | None = None
     #: how chunks are chained at run time (checkpoints without the key: clean motion frames, independent noise)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    #: the face framing of the training crops (checkpoints without the key: the default, real-video framing)
+    crop: CropConfig = field(default_factory=CropConfig)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
@@ -326,6 +344,8 @@ def _tiny() -> ModelConfig:
         audio_proj=AudioProjConfig(hidden_dim=128, num_tokens=8),
         cfg=CFGConfig(mode="none", num_tokens=4, embed_dim=64),
         prediction="v",  # trained from scratch: x0 at high noise must be learnt (README "Training")
+        # the synthetic world's framing, measured with ``python -m train.face_template`` (docs/portraits.md)
+        crop=CropConfig(eye_distance=0.223, eye_y=0.437),
     )
 
 

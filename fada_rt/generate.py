@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from fada_rt.backends import BackendUnavailable, add_load_options, load_options_from_args
+from fada_rt.face import CROP_MODES, MAX_SIDE, OUTPUT_MODES, CropMode, OutputMode, Portrait
 from fada_rt.media import VideoWriter, iter_audio, probe_audio
 from fada_rt.pipeline import AvatarPipeline
 from fada_rt.sampling import DISTILLED_CFG_R, SAMPLERS, TEACHER_CFG_A, TEACHER_CFG_R
@@ -68,9 +69,13 @@ def default_size(resolution: int) -> int:
 def generate_video(
     *,
     pipeline: AvatarPipeline,
-    image: str | Path | np.ndarray,
+    image: str | Path | np.ndarray | Portrait,
     audio: str | Path,
     out: str | Path,
+    output: OutputMode = "full",
+    crop: CropMode = "face",
+    face_index: int | None = None,
+    max_side: int | None = MAX_SIDE,
     size: int | None = None,
     seed: int = 0,
     max_duration: float | None = 600.0,
@@ -79,11 +84,23 @@ def generate_video(
 ) -> GenerateResult:
     """Generate ``out`` from ``image`` and ``audio``; see the module docstring.
 
+    ``output="full"``: the whole picture at its size (up to ``max_side``) with the face pasted back;
+    ``"crop"``: the model's face crop, upscaled to ``size``. ``crop``/``face_index``: how the face is found
+    (:meth:`AvatarPipeline.portrait`); an already loaded :class:`~fada_rt.face.Portrait` skips that.
+
     ``max_duration`` (seconds; None or 0 for no limit) is checked against the container's metadata
     before anything is generated, and again while decoding.
     """
     start = time.monotonic()
-    avatar = pipeline.prepare(image)  # image errors come before any output exists
+    if output not in OUTPUT_MODES:
+        raise ValueError(f"unknown output {output!r}; expected one of {OUTPUT_MODES}")
+    portrait = image if isinstance(image, Portrait) else pipeline.portrait(
+        image, crop=crop, face_index=face_index, max_side=max_side)  # image errors come before any output exists
+    if portrait.note:
+        log.info("%s", portrait.note)
+    if portrait.faces:
+        log.info("%s", portrait.describe_faces())
+    avatar = pipeline.prepare(portrait)
     info = probe_audio(audio)
     limit = max_duration or None
     if limit is not None and info.duration is not None and info.duration > limit:
@@ -97,7 +114,8 @@ def generate_video(
     session = StreamingSession(pipeline, avatar, generator=torch.Generator().manual_seed(seed))
     expected = math.ceil(info.duration * fps) if info.duration else None
     bar = tqdm(total=expected, unit="frame", desc="generating", disable=not progress, dynamic_ncols=True)
-    writer = VideoWriter(out, size=size or default_size(pipeline.resolution), fps=fps, sample_rate=rate)
+    frame_size = portrait.size if output == "full" else (size or default_size(pipeline.resolution))
+    writer = VideoWriter(out, size=frame_size, fps=fps, sample_rate=rate)
     peak = 0.0
     try:
         for block in itertools.chain([first], blocks):
@@ -107,9 +125,9 @@ def generate_video(
             peak = max(peak, float(np.abs(block).max(initial=0.0)))
             session.push(block)
             writer.write_audio(block)
-            _drain(session, writer, bar, on_chunk)
+            _drain(session, writer, bar, on_chunk, portrait, output)
         session.finish()
-        _drain(session, writer, bar, on_chunk)
+        _drain(session, writer, bar, on_chunk, portrait, output)
     except BaseException:
         _finalise_partial(writer)
         raise
@@ -124,10 +142,10 @@ def generate_video(
                           nfe_per_chunk=pipeline.nfe, silent=silent)
 
 
-def _drain(session: StreamingSession, writer: VideoWriter, bar: tqdm,
-           on_chunk: Callable[[ChunkOutput], None] | None) -> None:
+def _drain(session: StreamingSession, writer: VideoWriter, bar: tqdm, on_chunk: Callable[[ChunkOutput], None] | None,
+           portrait: Portrait, output: OutputMode) -> None:
     while (chunk := session.step()) is not None:
-        writer.write_frames(chunk.frames)
+        writer.write_frames(np.stack([portrait.frame(f, output) for f in chunk.frames]))
         bar.update(len(chunk.frames))
         if on_chunk is not None:
             on_chunk(chunk)
@@ -149,18 +167,33 @@ def _finalise_partial(writer: VideoWriter) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fada_rt.generate", description=DESCRIPTION)
     p.add_argument("--out", required=True, help="output video (.mp4): H.264 + AAC")
-    p.add_argument("--image", default=None, help="portrait image (default: fada_rt/examples/face.png); centre-cropped "
-                   "to a square on its short side, then resized to the model resolution")
+    p.add_argument("--image", default=None, help="portrait image, any size (default: fada_rt/examples/face.png); the "
+                   "face is found and aligned (see --crop)")
     p.add_argument("--audio", default=None, help="speech audio in any format PyAV reads, any rate/channels "
                    "(default: fada_rt/examples/speech.wav)")
-    p.add_argument("--size", type=int, default=None, help="output video size in px, even (default: max(256, "
-                   "model resolution); frames are upscaled bicubically)")
+    add_portrait_args(p, max_side=MAX_SIDE)
+    p.add_argument("--size", type=int, default=None, help="with --output crop: video size in px, even (default: "
+                   "max(256, model resolution); frames are upscaled bicubically)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: %(default)s)")
     p.add_argument("--max-duration", type=float, default=600.0, help="refuse audio longer than this many "
                    "seconds (default: %(default)s; 0: no limit)")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_model_args(p)
     return p
+
+
+def add_portrait_args(p: argparse.ArgumentParser, *, max_side: int | None) -> None:
+    """The portrait flags of generate and live (docs/portraits.md)."""
+    g = p.add_argument_group("portrait")
+    g.add_argument("--output", choices=OUTPUT_MODES, default="full", help="full: the whole picture with the face "
+                   "pasted back; crop: the model's face crop alone (default: %(default)s)")
+    g.add_argument("--crop", choices=CROP_MODES, default="face", help="face: find the face and align it to the model's "
+                   "framing; centre: the centre square, for pictures already framed like the training images "
+                   "(default: %(default)s)")
+    g.add_argument("--face-index", type=int, default=None, help="which face when there are several, by the printed "
+                   "list (default: the largest)")
+    g.add_argument("--max-side", type=int, default=max_side, help="downscale pictures larger than this many px on "
+                   "the long side; the full output has that size (default: %(default)s)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -192,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = pipeline_from_args(args)
         image = args.image if args.image is not None else example_image()
         audio = args.audio if args.audio is not None else example_audio()
-        result = generate_video(pipeline=pipeline, image=image, audio=audio, out=args.out, size=args.size,
+        result = generate_video(pipeline=pipeline, image=image, audio=audio, out=args.out, output=args.output,
+                                crop=args.crop, face_index=args.face_index, max_side=args.max_side, size=args.size,
                                 seed=args.seed, max_duration=args.max_duration, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from fada_rt.api import StreamingAvatar
+from fada_rt.face import CropMode, OutputMode
 from fada_rt.media import SAMPLE_RATE, PcmConverter, VideoWriter, iter_audio, probe_audio
 from fada_rt.pipeline import AvatarPipeline
 
 DESCRIPTION = ("A portrait driven live by the microphone (or --audio-file paced in real time), with a preview "
                "page on 127.0.0.1 and an optional --record OUT.mp4.")
+LIVE_MAX_SIDE = 1280  # full frames are pasted and sent 25 times a second: larger pictures are downscaled to this
 PORTAUDIO_HINT = ('install PortAudio (Debian/Ubuntu: `apt-get install libportaudio2`) and the live extra '
                   '(`pip install -e ".[live]"`), or use --audio-file F')
 
@@ -155,7 +157,7 @@ class FileSource:
 class LiveRecorder:
     """CFR mp4 of the live stream: frame k at k / fps s; gaps from dropped chunks filled with the last frame."""
 
-    def __init__(self, path: str | Path, *, size: int, fps: int) -> None:
+    def __init__(self, path: str | Path, *, size: int | tuple[int, int], fps: int) -> None:
         self.writer = VideoWriter(path, size=size, fps=fps)
         self.fps = fps
         self.filled = 0
@@ -210,6 +212,10 @@ def run_live(
     record: str | Path | None = None,
     preview: bool = True,
     port: int = 8765,
+    output: OutputMode = "full",
+    crop: CropMode = "face",
+    face_index: int | None = None,
+    max_side: int | None = LIVE_MAX_SIDE,
     size: int = 256,
     seed: int = 0,
     stop: threading.Event | None = None,
@@ -218,11 +224,20 @@ def run_live(
     report: Callable[[dict[str, Any]], None] | None = None,
     report_every: float = 1.0,
 ) -> LiveResult:
-    """Run until the source ends, ``duration`` seconds of audio were rendered, ``stop`` is set or Ctrl-C."""
-    avatar = StreamingAvatar(image, pipeline=pipeline, seed=seed, realtime=source.realtime)
+    """Run until the source ends, ``duration`` seconds of audio were rendered, ``stop`` is set or Ctrl-C.
+
+    ``output``/``crop``/``face_index``/``max_side``: the portrait (docs/portraits.md); ``size``: the preview's
+    long side, and with ``output="crop"`` the recording's size (full recordings have the picture's size)."""
+    avatar = StreamingAvatar(image, pipeline=pipeline, seed=seed, realtime=source.realtime, output=output,
+                             crop=crop, face_index=face_index, max_side=max_side)
+    if avatar.portrait.note:
+        print(avatar.portrait.note, flush=True)
+    if avatar.portrait.faces:
+        print(avatar.portrait.describe_faces(), flush=True)
+    record_size = avatar.portrait.size if output == "full" else size
     if isinstance(source, FileSource) and source.speed is None:
         source.backlog = avatar.buffered_seconds
-    recorder = LiveRecorder(record, size=size, fps=pipeline.config.audio.fps) if record is not None else None
+    recorder = LiveRecorder(record, size=record_size, fps=pipeline.config.audio.fps) if record is not None else None
     server = None
     if preview:
         from fada_rt.preview import PreviewServer
@@ -311,7 +326,7 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fada_rt.generate import add_model_args
+    from fada_rt.generate import add_model_args, add_portrait_args
 
     p = argparse.ArgumentParser(prog="python -m fada_rt.live", description=DESCRIPTION,
                                 epilog="Stats: fps = frames made per wall-clock second; RTF = compute seconds per "
@@ -327,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="preview port on 127.0.0.1 (default: %(default)s; 0: any "
                    "free port)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of audio")
-    p.add_argument("--size", type=int, default=256, help="preview/recording size in px, even (default: %(default)s)")
+    p.add_argument("--size", type=int, default=256, help="preview size (long side) in px; with --output crop also the "
+                   "recording's, even (default: %(default)s)")
+    add_portrait_args(p, max_side=LIVE_MAX_SIDE)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: %(default)s)")
     add_model_args(p)
     return p
@@ -351,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {pipeline.config.preset}, sampler {pipeline.sampler.name} ({pipeline.nfe} NFE per chunk of "
               f"{pipeline.chunk_frames} frames); Ctrl-C to stop", flush=True)
         result = run_live(pipeline=pipeline, image=image, source=source, record=args.record,
-                          preview=not args.no_preview, port=args.port, size=args.size, seed=args.seed,
+                          preview=not args.no_preview, port=args.port, output=args.output, crop=args.crop,
+                          face_index=args.face_index, max_side=args.max_side, size=args.size, seed=args.seed,
                           duration=args.duration, report=lambda s: print(format_stats(s), flush=True))
     except (LiveInputError, ValueError, FileNotFoundError, BackendUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,11 +5,12 @@ float32 audio in [-1, 1] at ``sample_rate``, frame ``k`` covering samples ``[spf
 ``spf = sample_rate / fps``. :data:`SAMPLE_RATE` and :data:`FPS` are its defaults (every preset's), used
 where no model is at hand.
 
-**Image policy** (:func:`load_image`): decoded with Pillow, EXIF orientation applied, transparency
-composited over white, then centre-cropped to a square on the short side (no face detector is part
-of the runtime: put the face in the middle of the picture) and resized to the model's resolution.
-Images whose short side is under half the model resolution are refused, as are files Pillow cannot
-decode (not an image, truncated, corrupt).
+**Images** (:func:`read_image`): decoded with Pillow, EXIF orientation applied, transparency composited
+over white, converted to RGB; pictures larger than ``max_side`` on the long side are downscaled to it
+(JPEGs decode at a reduced scale directly) and the caller is told. Files Pillow cannot decode (not an
+image, truncated, corrupt) and pictures over :data:`MAX_PIXELS` are refused. Where the face is and how
+it is cut out is :mod:`fada_rt.face`; :func:`load_image` is the policy for pictures already framed like
+the model's training crops: the centre square on the short side, resized to the model resolution.
 
 **Audio** (:func:`iter_audio`): anything PyAV/ffmpeg decodes (wav, mp3, m4a, flac, ogg, the audio
 track of an mp4), any rate and channel count, decoded block by block (long files are never held
@@ -48,15 +49,40 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 # ---- images ----------------------------------------------------------------------------------------
 
 
-def load_image(source: str | Path | np.ndarray | Image.Image, *, resolution: int) -> np.ndarray:
-    """A portrait as uint8 RGB ``(resolution, resolution, 3)`` following the module's image policy."""
+MAX_PIXELS = 178_000_000  # Pillow's own refusal starts above this (decompression-bomb guard)
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB
+    original_size: tuple[int, int]  # (width, height) of the file, before any downscaling
+
+    @property
+    def downscaled(self) -> bool:
+        return self.original_size != (self.pixels.shape[1], self.pixels.shape[0])
+
+
+def read_image(source: str | Path | np.ndarray | Image.Image, *, max_side: int | None = None) -> LoadedImage:
+    """A picture as uint8 RGB, downscaled (area averaging) to ``max_side`` on its long side when larger."""
     if isinstance(source, np.ndarray):
         image = _image_from_array(source)
+        original = image.size
     elif isinstance(source, Image.Image):
-        image = source
+        image, original = source, source.size
     else:
-        image = _open_image(Path(source))
+        image, original = _open_image(Path(source), max_side=max_side)
     image = _to_rgb(ImageOps.exif_transpose(image))
+    if max_side is not None and max(image.size) > max_side:
+        f = max_side / max(image.size)
+        image = image.resize((max(1, round(image.size[0] * f)), max(1, round(image.size[1] * f))),
+                             Image.Resampling.BOX)
+    return LoadedImage(pixels=np.asarray(image, dtype=np.uint8).copy(), original_size=tuple(original))
+
+
+def load_image(source: str | Path | np.ndarray | Image.Image, *, resolution: int) -> np.ndarray:
+    """A picture already framed like the training crops as uint8 RGB ``(resolution, resolution, 3)``: the centre
+    square on the short side, resized. Pictures whose short side is under half the resolution are refused."""
+    image = Image.fromarray(read_image(source).pixels)
     w, h = image.size
     min_side = resolution // 2
     if min(w, h) < min_side:
@@ -72,18 +98,32 @@ def load_image(source: str | Path | np.ndarray | Image.Image, *, resolution: int
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def _open_image(path: Path) -> Image.Image:
+def _open_image(path: Path, *, max_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """The decoded image and the file's (width, height) (JPEGs far over ``max_side`` decode reduced)."""
+    import warnings
+
     if not path.exists():
         raise FileNotFoundError(f"image {path} does not exist")
     if not path.is_file():
         raise ValueError(f"image {path} is not a file")
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated/corrupt data fails here, not later
-            return img.copy()
+        with warnings.catch_warnings():
+            # the size is checked against MAX_PIXELS below, before the pixels are decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise ValueError(f"{path} is {w}x{h} px ({w * h / 1e6:.0f} Mpx), over the {MAX_PIXELS / 1e6:.0f} "
+                                     f"Mpx this loader decodes; downscale it first (e.g. to 4096 px on the long side)")
+                if max_side is not None and img.format == "JPEG" and max(w, h) > 2 * max_side:
+                    img.draft("RGB", (max_side, max_side))  # JPEG decodes at 1/2, 1/4 or 1/8 scale: cheap
+                img.load()  # decode now: truncated/corrupt data fails here, not later
+                return img.copy(), (w, h)
     except UnidentifiedImageError as err:
         raise ValueError(f"{path} is not an image Pillow can read (PNG, JPEG, WebP, BMP, ...)") from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path} is too large to decode safely ({err}); downscale it first") from err
+    except (OSError, SyntaxError) as err:
         raise ValueError(f"{path} is a corrupt or truncated image ({err}); re-export or re-download it") from err
 
 
@@ -283,18 +323,21 @@ class VideoWriter:
     an interrupted run still leaves a playable file.
     """
 
-    def __init__(self, path: str | Path, *, size: int, fps: int = FPS, sample_rate: int = SAMPLE_RATE,
-                 crf: int = 18, audio: bool = True) -> None:
+    def __init__(self, path: str | Path, *, size: int | tuple[int, int], fps: int = FPS,
+                 sample_rate: int = SAMPLE_RATE, crf: int = 18, audio: bool = True) -> None:
+        """``size``: the side of square frames, or (width, height)."""
         import av
 
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise ValueError(f"output {self.path} must end in one of {VIDEO_SUFFIXES} (H.264 + AAC)")
-        if size < 16 or size % 2:
-            raise ValueError(f"video size must be an even number of pixels >= 16 (yuv420p), got {size}")
+        width, height = (size, size) if isinstance(size, int) else size
+        if min(width, height) < 16 or width % 2 or height % 2:
+            raise ValueError(f"video sides must be even numbers of pixels >= 16 (yuv420p), got {width}x{height}")
+        self.width, self.height = width, height
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.size, self.fps, self.sample_rate = size, fps, sample_rate
+        self.fps, self.sample_rate = fps, sample_rate
         self.samples_per_frame = sample_rate // fps
         self.frames_written = 0
         self.audio_written = 0
@@ -304,7 +347,7 @@ class VideoWriter:
         self.container = av.open(str(self.path), "w", options={"movflags": "+faststart"})
         try:
             self.video = self.container.add_stream("libx264", rate=fps)
-            self.video.width = self.video.height = size
+            self.video.width, self.video.height = width, height
             self.video.pix_fmt = "yuv420p"
             self.video.time_base = Fraction(1, fps)
             self.video.options = {"crf": str(crf), "preset": "veryfast"}
@@ -334,8 +377,8 @@ class VideoWriter:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
         for image in frames:
-            if image.shape[:2] != (self.size, self.size):
-                image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BICUBIC))
+            if image.shape[:2] != (self.height, self.width):
+                image = np.asarray(Image.fromarray(image).resize((self.width, self.height), Image.Resampling.BICUBIC))
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.frames_written
             frame.time_base = Fraction(1, self.fps)

@@ -1,6 +1,7 @@
 """AvatarPipeline: prepare a portrait once, then generate chunk after chunk (docs/design.md §4).
 
-``prepare(image) -> Avatar``: image policy (:func:`fada_rt.media.load_image`), VAE encode,
+``portrait(image) -> Portrait``: the face found, aligned and cut to the model's framing, with its
+paste-back (:mod:`fada_rt.face`). ``prepare(portrait or framed image) -> Avatar``: VAE encode,
 ReferenceNet once, the reference K/V of every layer cached in the :class:`Avatar` (and in a small
 per-pipeline cache keyed by the prepared pixels, so preparing the same portrait again is free).
 Switching avatars costs one ``prepare``, never a rebuild.
@@ -46,6 +47,7 @@ from torch import Tensor
 from fada_rt.backends.base import Backend
 from fada_rt.backends.options import LoadOptions
 from fada_rt.config import RolloutConfig
+from fada_rt.face import MAX_SIDE, CropMode, Portrait, load_portrait
 from fada_rt.media import load_image
 from fada_rt.models.fada import ReferenceCache
 from fada_rt.sampling import (
@@ -157,9 +159,17 @@ class AvatarPipeline:
         return self.sampler.nfe
 
     # ---- avatars -----------------------------------------------------------------------------------
-    def prepare(self, image: str | Path | np.ndarray) -> Avatar:
-        """Crop/resize (media image policy), VAE encode and run the ReferenceNet once."""
-        pixels = load_image(image, resolution=self.resolution)
+    def portrait(self, image: str | Path | np.ndarray, *, crop: CropMode = "face", face_index: int | None = None,
+                 max_side: int | None = MAX_SIDE) -> Portrait:
+        """The picture with its face found and cut to this model's framing (``config.crop``); see
+        :func:`fada_rt.face.load_portrait`."""
+        return load_portrait(image, resolution=self.resolution, crop=self.config.crop, mode=crop,
+                             face_index=face_index, max_side=max_side)
+
+    def prepare(self, image: Portrait | str | Path | np.ndarray) -> Avatar:
+        """VAE encode and run the ReferenceNet once. ``image``: a :class:`~fada_rt.face.Portrait` (its crop), or
+        a picture already framed like the training crops (:func:`fada_rt.media.load_image`: the centre square)."""
+        pixels = image.crop if isinstance(image, Portrait) else load_image(image, resolution=self.resolution)
         key = hashlib.sha1(pixels.tobytes()).hexdigest()
         if key in self._cache:
             self._cache.move_to_end(key)

@@ -57,8 +57,14 @@ setInterval(frame, 40); setInterval(stats, 500);
 """
 
 
+def fit_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) scaled so the long side is ``side``, aspect kept."""
+    f = side / max(width, height)
+    return max(1, round(width * f)), max(1, round(height * f))
+
+
 class PreviewServer:
-    """Serve the latest due frame and stats; :meth:`update` is called by the frame loop."""
+    """Serve the latest due frame (its long side ``size`` px) and stats; :meth:`update` is called by the frame loop."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, size: int = 256, delay: float = 0.32,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -144,8 +150,8 @@ class PreviewServer:
         if cached is not None and cached[0] == ident:
             return cached[1]
         buf = io.BytesIO()
-        Image.fromarray(frame).resize((self.size, self.size), Image.Resampling.BICUBIC).save(buf, "JPEG",
-                                                                                             quality=90)
+        Image.fromarray(frame).resize(fit_size(frame.shape[1], frame.shape[0], self.size),
+                                      Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
         self._jpeg = (ident, buf.getvalue())
         return self._jpeg[1]
 

@@ -46,7 +46,7 @@ def push_in_thread(avatar: StreamingAvatar, pcm: np.ndarray, rate: int, block: i
 
 def test_sync_iterator_yields_every_frame_on_the_audio_clock(pipeline, face):
     pcm = pcm48k_stereo_int16(1.3)
-    avatar = StreamingAvatar(face, pipeline=pipeline, seed=3, realtime=False)
+    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, seed=3, realtime=False)
     thread = push_in_thread(avatar, pcm, 48000, 960)  # 20 ms blocks from another thread
     frames = list(avatar)
     thread.join()
@@ -63,13 +63,13 @@ def test_sync_iterator_yields_every_frame_on_the_audio_clock(pipeline, face):
 
 def test_async_iterator_gives_the_same_frames(pipeline, face):
     pcm = pcm48k_stereo_int16(0.7)
-    sync = StreamingAvatar(face, pipeline=pipeline, seed=4, realtime=False)
+    sync = StreamingAvatar(face, crop="centre", pipeline=pipeline, seed=4, realtime=False)
     sync.push_audio(pcm, 48000)
     sync.end_audio()
     expected = list(sync)
 
     async def collect():
-        avatar = StreamingAvatar(face, pipeline=pipeline, seed=4, realtime=False)
+        avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, seed=4, realtime=False)
         thread = push_in_thread(avatar, pcm, 48000, 4800)
         out = [item async for item in avatar]
         thread.join()
@@ -81,7 +81,7 @@ def test_async_iterator_gives_the_same_frames(pipeline, face):
 
 
 def test_realtime_mode_drops_backlog_instead_of_growing_latency(pipeline, face):
-    avatar = StreamingAvatar(face, pipeline=pipeline, realtime=True)
+    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, realtime=True)
     avatar.push_audio(np.zeros(6 * 8 * 640 + 2 * 640 + 120, np.float32), 16000)  # 6 chunks + look-ahead at once
     _, pts = avatar.next_frame()
     assert pts == pytest.approx(40 / 25)  # chunk 5 is the newest complete one: 0..4 are dropped
@@ -89,7 +89,7 @@ def test_realtime_mode_drops_backlog_instead_of_growing_latency(pipeline, face):
 
 
 def test_switching_the_portrait_mid_stream(pipeline, face):
-    avatar = StreamingAvatar(face, pipeline=pipeline, realtime=False)
+    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, realtime=False)
     avatar.push_audio(np.zeros(640 * 20, np.float32), 16000)
     first = [avatar.next_frame() for _ in range(8)]
     other = avatar.set_image(np.full((64, 64, 3), 200, np.uint8))
@@ -101,7 +101,7 @@ def test_switching_the_portrait_mid_stream(pipeline, face):
 
 
 def test_bad_use_gives_clear_errors(pipeline, face):
-    avatar = StreamingAvatar(face, pipeline=pipeline)
+    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline)
     with pytest.raises(TimeoutError, match="is audio being pushed"):
         avatar.next_frame(timeout=0.05)
     with pytest.raises(ValueError, match="samples, channels"):
@@ -117,10 +117,10 @@ def test_bad_use_gives_clear_errors(pipeline, face):
     with pytest.raises(RuntimeError, match="after end_audio"):
         avatar.push_audio(np.zeros(100, np.float32), 16000)
     assert len(list(avatar)) == 1  # 100 samples -> one frame
-    empty = StreamingAvatar(face, pipeline=pipeline)
+    empty = StreamingAvatar(face, crop="centre", pipeline=pipeline)
     empty.end_audio()
     assert list(empty) == []
-    closed = StreamingAvatar(face, pipeline=pipeline)
+    closed = StreamingAvatar(face, crop="centre", pipeline=pipeline)
     closed.close()
     assert closed.next_frame() is None
 
@@ -130,11 +130,11 @@ def test_the_model_is_one_load_options_value_or_its_keywords(pipeline, face, tmp
     from fada_rt.checkpoint import save_model
 
     save_model(pipeline.backend.model, tmp_path / "fast", role="student")
-    by_keywords = StreamingAvatar(face, checkpoint=tmp_path / "fast", dtype="float32")  # README's form
-    by_value = StreamingAvatar(face, LoadOptions(checkpoint=tmp_path / "fast"))
+    by_keywords = StreamingAvatar(face, crop="centre", checkpoint=tmp_path / "fast", dtype="float32")  # README's form
+    by_value = StreamingAvatar(face, LoadOptions(checkpoint=tmp_path / "fast"), crop="centre")
     for avatar in (by_keywords, by_value):
         assert avatar.pipeline.backend.role == "student" and avatar.pipeline.nfe == 6
     with pytest.raises(ValueError, match="either a pipeline or the options"):
-        StreamingAvatar(face, pipeline=pipeline, checkpoint=tmp_path / "fast")
+        StreamingAvatar(face, crop="centre", pipeline=pipeline, checkpoint=tmp_path / "fast")
     with pytest.raises(ValueError, match="either LoadOptions or their keywords"):
-        StreamingAvatar(face, LoadOptions(), device="cpu")
+        StreamingAvatar(face, LoadOptions(), device="cpu", crop="centre")

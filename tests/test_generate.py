@@ -16,7 +16,7 @@ import pytest
 from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
 
-from fada_rt.assets import EXAMPLE_AUDIO, default_checkpoint
+from fada_rt.assets import EXAMPLE_AUDIO, EXAMPLE_IMAGE, default_checkpoint
 from fada_rt.backends import LoadOptions, create_backend
 from fada_rt.checkpoint import save_model
 from fada_rt.generate import generate_video, main
@@ -32,8 +32,9 @@ def files(tmp_path_factory):
     model = make_tiny_model(seed=2).make_student("layer_tokens")
     randomize_zero_init(model)
     save_model(model, root / "fast", role="student")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)).save(root / "face.png")
+    canvas = np.full((120, 160, 3), 70, np.uint8)  # the example face, off-centre in a wide picture
+    canvas[10:106, 50:146] = np.asarray(Image.open(EXAMPLE_IMAGE).convert("RGB").resize((96, 96)))
+    Image.fromarray(canvas).save(root / "face.png")
     rate, seconds = 22050, 1.37  # stereo at an odd rate; 34.25 frames -> 35
     t = np.arange(round(rate * seconds)) / rate
     speech = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
@@ -54,7 +55,8 @@ def test_generate_writes_a_playable_mp4_of_the_right_length(files, tmp_path, cap
     info = probe_video(out)  # decodes every frame
     duration = round(22050 * 1.37) / 22050
     assert info.frames == math.ceil(duration * 25) == 35
-    assert (info.video_codec, info.audio_codec, info.width, info.height, info.fps) == ("h264", "aac", 256, 256, 25)
+    # the full picture: its own size, the face pasted back
+    assert (info.video_codec, info.audio_codec, info.width, info.height, info.fps) == ("h264", "aac", 160, 120, 25)
     assert abs(info.audio_duration - duration) <= 1 / 25
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
@@ -97,7 +99,7 @@ def write_hour_wav(path) -> None:
 BAD_INPUTS = {
     "not an image": ("image", lambda p: p.write_text("hello"), "is not an image Pillow can read"),
     "corrupt image": ("image", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), "not an image|corrupt"),
-    "tiny image": ("image", lambda p: Image.new("RGB", (20, 20)).save(p, format="PNG"), "at least 32 px"),
+    "tiny image": ("image", lambda p: Image.new("RGB", (20, 20)).save(p, format="PNG"), "20x20 px: too small"),
     "empty audio": ("audio", lambda p: write_wav(p, np.zeros(0)), "contains no audio samples"),
     "hour-long audio": ("audio", write_hour_wav, "3600.0 s long, over --max-duration 600 s"),
     "not audio": ("audio", lambda p: p.write_bytes(b"\x00garbage" * 50), "cannot read audio from"),

@@ -82,7 +82,7 @@ def test_sixty_second_live_run_from_a_file(files, tmp_path):
         if len(pts) in (200, 500, 800, 1100, 1400, 1500):
             rss[len(pts)] = process.memory_info().rss / 2**20
 
-    result = run_live(pipeline=pipeline, image=files / "face.png", source=source, record=tmp_path / "rec.mp4",
+    result = run_live(pipeline=pipeline, image=files / "face.png", crop="centre", source=source, record=tmp_path / "rec.mp4",
                       preview=False, size=64, on_frame=on_frame)
     assert result.frames == 1500 and result.recorded_frames == 1500 and not result.interrupted
     np.testing.assert_allclose(pts, np.arange(1500) / 25)  # frame timestamps are the audio sample clock
@@ -167,7 +167,7 @@ def test_missing_portaudio_or_sounddevice_is_a_clear_error(files, monkeypatch, c
     with pytest.raises(LiveInputError, match="apt-get install libportaudio2") as info:
         MicrophoneSource()
     assert 'pip install -e ".[live]"' in str(info.value) and "--audio-file" in str(info.value)
-    assert live.main(["--image", str(files / "face.png"), "--checkpoint", str(files / "fast")]) == 2
+    assert live.main(["--image", str(files / "face.png"), "--crop", "centre", "--checkpoint", str(files / "fast")]) == 2
     assert "apt-get install libportaudio2" in capsys.readouterr().err
 
 
@@ -183,7 +183,7 @@ def test_microphone_path_end_to_end_with_a_fake_device(files, monkeypatch):
     assert source.rate == 48000  # 16 kHz is not offered: opened at the device rate, resampled to 16 kHz
     pipeline = AvatarPipeline.from_checkpoint(files / "fast")
     pts = []
-    result = run_live(pipeline=pipeline, image=files / "face.png", source=source, preview=False,
+    result = run_live(pipeline=pipeline, image=files / "face.png", crop="centre", source=source, preview=False,
                       on_frame=lambda f, t: pts.append(t), duration=1.0)
     assert result.frames == len(pts) >= 8
     k = np.round(np.array(pts) * 25)
@@ -196,7 +196,7 @@ def test_audio_file_source_needs_no_sounddevice_and_records(files, tmp_path, mon
     with exactly ceil(S / 640) frames and audio of the same length."""
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # `import sounddevice` raises ImportError
     out = tmp_path / "rec.mp4"
-    code = live.main(["--image", str(files / "face.png"), "--audio-file", str(files / "speech1.wav"),
+    code = live.main(["--image", str(files / "face.png"), "--crop", "centre", "--audio-file", str(files / "speech1.wav"),
                       "--speed", "4", "--no-preview", "--record", str(out), "--checkpoint", str(files / "fast"),
                       "--size", "64"])
     assert code == 0
@@ -209,7 +209,7 @@ def test_audio_file_source_needs_no_sounddevice_and_records(files, tmp_path, mon
 
 def test_ctrl_c_leaves_a_playable_recording(files, tmp_path):
     out = tmp_path / "rec.mp4"
-    cmd = [sys.executable, "-m", "fada_rt.live", "--image", str(files / "face.png"), "--audio-file",
+    cmd = [sys.executable, "-m", "fada_rt.live", "--image", str(files / "face.png"), "--crop", "centre", "--audio-file",
            str(files / "speech20.wav"), "--record", str(out), "--no-preview", "--checkpoint", str(files / "fast"),
            "--size", "64"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

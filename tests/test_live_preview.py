@@ -79,7 +79,7 @@ def test_live_run_serves_the_preview_while_running(tmp_path, capsys):
             fetched["stats"] = json.loads(get(url + "stats.json")[2])
             fetched["frame"] = get(url + "frame.jpg")[0]
 
-    result = run_live(pipeline=pipeline, image=tmp_path / "face.png", source=FileSource(tmp_path / "a.wav",
+    result = run_live(pipeline=pipeline, image=tmp_path / "face.png", crop="centre", source=FileSource(tmp_path / "a.wav",
                       speed=None), preview=True, port=0, on_frame=on_frame)
     assert result.frames == 13
     assert fetched["page"] == 200 and fetched["frame"] == 200

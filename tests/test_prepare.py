@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from fada_rt.clips import list_clips, read_clip, read_manifest
-from train.prepare import LENIENT, STRICT, PrepareConfig, prepare, square_crop
+from fada_rt.config import CropConfig
+from fada_rt.face import FaceDetector
+from train.prepare import LENIENT, STRICT, PrepareConfig, prepare
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"  # a real portrait photo
 
@@ -103,7 +105,7 @@ def test_manifests_nest(prepared) -> None:
     assert a <= b and b <= {"talk_000", "talk_001", "talk_002"} and b
 
 
-def test_filter_presets_and_crop() -> None:
+def test_filter_presets() -> None:
     good = {"face_rate": 1.0, "sharpness": 200.0, "motion": 0.02, "background": 0.005,
             "sync_offset": 0, "sync_confidence": 6.0}
     assert STRICT.passes(good) and LENIENT.passes(good)
@@ -111,8 +113,23 @@ def test_filter_presets_and_crop() -> None:
     assert not STRICT.passes(desynced) and LENIENT.passes(desynced)
     blurry = {**good, "sharpness": 5.0}
     assert not STRICT.passes(blurry) and not LENIENT.passes(blurry)
-    assert square_crop((100, 50, 40, 40), (240, 320), 1.8) == (84, 34, 72)
-    assert square_crop((0, 0, 200, 200), (240, 320), 1.8) == (0, 0, 240)  # shrunk to fit, kept inside
+
+
+def test_training_crops_have_the_run_time_framing(prepared) -> None:
+    """The clips are cut with the run time's alignment: found again in a clip (mean over its frames: the face
+    drifts +-2.4 px in the crop), the eyes sit where the model's CropConfig puts them, within 12 % of the eye
+    distance + 1 px (a 64 px clip through H.264)."""
+    root, _ = prepared
+    crop, size = CropConfig(), 64
+    detector = FaceDetector(rotations=(0.0,))
+    for clip in (read_clip(p) for p in list_clips(root / "data")):
+        assert clip.meta["extra"]["crop"] == {"eye_distance": crop.eye_distance, "eye_y": crop.eye_y}
+        found = [detector(np.ascontiguousarray(f)) for f in clip.frames[::3]]
+        assert all(found), clip.id
+        eyes = np.mean([np.stack([f[0].left_eye, f[0].right_eye]) for f in found], axis=0)
+        expected = np.array([[(size - 1) / 2 - crop.eye_distance * size / 2, crop.eye_y * size],
+                             [(size - 1) / 2 + crop.eye_distance * size / 2, crop.eye_y * size]])
+        assert np.abs(eyes - expected).max() < 0.12 * crop.eye_distance * size + 1.0, (clip.id, eyes, expected)
 
 
 def test_syncnet_flag_scores_every_clip(tmp_path: Path) -> None:

@@ -1,16 +1,19 @@
 """Prepare real talking videos as training clips (paper §4.1 "Datasets", docs/design.md §6).
 
-``python -m train.prepare --videos DIR --out DIR [--size 512] [--syncnet WEIGHTS]``
+``python -m train.prepare --videos DIR --out DIR [--size 512] [--preset sd15] [--syncnet WEIGHTS]``
 
 Per input file (anything PyAV decodes):
 1. audio to 16 kHz mono; video resampled to 25 fps by timestamps (no audio track: skipped);
 2. slices of ``max_seconds`` (the remainder kept if at least ``min_seconds``);
-3. per slice, a face-centred square crop: OpenCV's bundled frontal-face Haar cascade on every
-   ``detect_every``-th frame, the median box enlarged by ``crop_scale``, shrunk to fit the frame.
-   **Limits of this detector**: frontal, upright, reasonably lit faces only; profiles, strong
-   rotation, occlusion and cartoon faces are missed; one (the largest) face per frame. Slices whose
-   face is found in fewer than ``min_face_rate`` of the sampled frames are dropped;
-4. crop, resize to ``size`` and write the clip format (H.264 mp4 + 16 kHz PCM wav + meta.json);
+3. per slice, one face-aligned crop: the run time's detector and landmarks (:mod:`fada_rt.face`, its
+   limits in docs/portraits.md) on every ``detect_every``-th frame, the largest face's eye centres
+   (median over the slice) and the run time's alignment (:func:`fada_rt.face.face_transform`) with the
+   model preset's framing (``ModelConfig.crop``). So a model sees at run time, where
+   :func:`fada_rt.face.load_portrait` cuts the portrait with the same code and numbers, what it
+   learnt on. Slices whose face is found in fewer than ``min_face_rate`` of the sampled frames are
+   dropped;
+4. cut the crop at ``size`` (:func:`fada_rt.face.warp_crop`) and write the clip format (H.264 mp4 +
+   16 kHz PCM wav + meta.json, its transform in ``meta.extra["crop_transform"]``);
 5. quality scores per clip: ``face_rate``, ``motion`` (mean absolute frame difference in the
    central face region, 0..1), ``sharpness`` (variance of the Laplacian of the grey frames at the
    output size), ``background`` (mean absolute frame difference in the outer border band, 0..1:
@@ -27,7 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fada_rt.clips import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, write_clip, write_manifest
+from fada_rt.config import CropConfig, get_preset
+from fada_rt.face import Face, FaceDetector, face_transform, warp_crop
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts")
 
@@ -45,7 +50,7 @@ class PrepareConfig:
     size: int = 512
     min_seconds: float = 2.0
     max_seconds: float = 10.0
-    crop_scale: float = 1.8
+    crop: CropConfig = field(default_factory=CropConfig)  # the framing: the model preset's (``--preset``)
     detect_every: int = 5
     detect_width: int = 320
     min_face_rate: float = 0.6
@@ -82,25 +87,6 @@ LENIENT = FilterPreset("B", min_face_rate=0.7, min_sharpness=20.0, min_motion=0.
 
 class SkipFile(Exception):
     """A file this tool cannot use, with the reason for the report."""
-
-
-def haar_detector() -> Callable[[np.ndarray], tuple[int, int, int, int] | None]:
-    """The largest frontal face (x, y, w, h) of a grey uint8 image, or None (OpenCV's bundled cascade)."""
-    import cv2
-
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    if cascade.empty():
-        raise RuntimeError("OpenCV's frontal-face cascade did not load; reinstall opencv-python-headless<5")
-
-    def detect(grey: np.ndarray) -> tuple[int, int, int, int] | None:
-        side = min(grey.shape)
-        faces = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side // 10, side // 10))
-        if len(faces) == 0:
-            return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-        return int(x), int(y), int(w), int(h)
-
-    return detect
 
 
 def decode_audio(path: Path) -> np.ndarray:
@@ -145,15 +131,15 @@ def frames_at_25fps(path: Path):
             k += 1
 
 
-def square_crop(box: tuple[float, float, float, float], frame_hw: tuple[int, int], scale: float) -> tuple[int, int, int]:
-    """(x0, y0, side) of a square of ``scale`` x the face box, centred on it, shrunk to fit the frame."""
-    x, y, w, h = box
-    fh, fw = frame_hw
-    side = int(min(max(w, h) * scale, fh, fw))
-    cx, cy = x + w / 2, y + h / 2
-    x0 = round(min(max(cx - side / 2, 0), fw - side))
-    y0 = round(min(max(cy - side / 2, 0), fh - side))
-    return x0, y0, side
+def median_eyes(faces: list[Face]) -> tuple[np.ndarray, np.ndarray]:
+    """The median (left, right) eye centres of one slice's detections: one steady crop per slice."""
+    return (np.median(np.array([f.left_eye for f in faces]), axis=0),
+            np.median(np.array([f.right_eye for f in faces]), axis=0))
+
+
+def _scaled(face: Face, factor: float) -> Face:
+    """A face found in a resized frame, in the original frame's pixels."""
+    return Face(box=tuple(v * factor for v in face.box), score=face.score, landmarks=face.landmarks * factor)
 
 
 def quality_scores(frames: np.ndarray, face_rate: float) -> dict[str, float]:
@@ -172,7 +158,7 @@ def quality_scores(frames: np.ndarray, face_rate: float) -> dict[str, float]:
             "sharpness": float(np.mean(lap)), "background": float(border.mean())}
 
 
-def prepare_file(path: Path, *, out: Path, config: PrepareConfig, detect: Callable,
+def prepare_file(path: Path, *, out: Path, config: PrepareConfig, detect: Callable[[np.ndarray], list[Face]],
                  sync_scorer: Callable[[np.ndarray, np.ndarray], tuple[int, float]] | None = None
                  ) -> list[dict[str, Any]]:
     """All clips of one video; returns their quality rows. Raises SkipFile for unusable files."""
@@ -181,15 +167,15 @@ def prepare_file(path: Path, *, out: Path, config: PrepareConfig, detect: Callab
     try:
         audio = decode_audio(path)
         # pass 1: faces on every detect_every-th output frame, at a small working width
-        boxes: dict[int, tuple[float, float, float, float] | None] = {}
-        n_frames, frame_hw = 0, None
+        boxes: dict[int, Face | None] = {}  # the largest face of each sampled frame, in the frame's pixels
+        n_frames = 0
         for k, rgb in frames_at_25fps(path):
-            n_frames, frame_hw = k + 1, rgb.shape[:2]
+            n_frames = k + 1
             if k % config.detect_every == 0:
-                f = config.detect_width / rgb.shape[1]
+                f = min(1.0, config.detect_width / rgb.shape[1])
                 small = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else rgb
-                found = detect(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-                boxes[k] = None if found is None else tuple(v / min(f, 1.0) for v in found)
+                found = detect(small)
+                boxes[k] = None if not found else _scaled(found[0], 1 / f)
     except av.FFmpegError as err:
         raise SkipFile(f"cannot decode: {err}") from err
     n_frames = min(n_frames, len(audio) // SAMPLES_PER_FRAME)
@@ -198,24 +184,22 @@ def prepare_file(path: Path, *, out: Path, config: PrepareConfig, detect: Callab
     slices = [(s, e) for s, e in slices if e - s >= min_len]
     if not slices:
         raise SkipFile(f"shorter than {config.min_seconds} s of video with audio")
-    crops: dict[int, tuple[int, int, int]] = {}
+    crops: dict[int, np.ndarray] = {}  # (2, 3) frame -> crop transform per kept slice
     rates: dict[int, float] = {}
     for i, (s, e) in enumerate(slices):
         found = [b for k, b in boxes.items() if s <= k < e]
         hits = [b for b in found if b is not None]
         rates[i] = len(hits) / max(len(found), 1)
         if hits and rates[i] >= config.min_face_rate:
-            crops[i] = square_crop(tuple(np.median(np.array(hits), axis=0)), frame_hw, config.crop_scale)
+            crops[i] = face_transform(*median_eyes(hits), crop=config.crop, size=config.size)
     if not crops:
-        raise SkipFile("no face found (OpenCV frontal-face cascade)")
+        raise SkipFile("no face found (fada_rt.face detector)")
     # pass 2: crop and resize the kept slices while decoding again
     buffers: dict[int, list[np.ndarray]] = {i: [] for i in crops}
     for k, rgb in frames_at_25fps(path):
         for i, (s, e) in enumerate(slices):
             if i in crops and s <= k < e:
-                x0, y0, side = crops[i]
-                buffers[i].append(cv2.resize(rgb[y0 : y0 + side, x0 : x0 + side], (config.size, config.size),
-                                             interpolation=cv2.INTER_AREA))
+                buffers[i].append(warp_crop(rgb, crops[i], config.size))
     rows = []
     for i, frames in buffers.items():
         s, e = slices[i]
@@ -223,7 +207,8 @@ def prepare_file(path: Path, *, out: Path, config: PrepareConfig, detect: Callab
         clip_audio = audio[s * SAMPLES_PER_FRAME : (s + len(frames_arr)) * SAMPLES_PER_FRAME]
         clip_id = f"{path.stem}_{i:03d}"
         write_clip(dataset=out, clip_id=clip_id, frames=frames_arr, audio=clip_audio, source=str(path),
-                   lossless=False, extra={"start_frame": s, "crop": list(crops[i])})
+                   lossless=False, extra={"start_frame": s, "crop_transform": crops[i].round(6).tolist(),
+                                          "crop": asdict(config.crop)})
         q = {"id": clip_id, "source": path.name, "seconds": len(frames_arr) / FPS,
              **quality_scores(frames_arr, rates[i]), "sync_offset": None, "sync_confidence": None}
         if sync_scorer is not None:
@@ -243,7 +228,7 @@ def prepare(*, videos: str | Path, out: str | Path, config: PrepareConfig = Prep
     if not files:
         raise FileNotFoundError(f"{videos} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
     out.mkdir(parents=True, exist_ok=True)
-    detect = detect or haar_detector()
+    detect = detect or FaceDetector()
     report: dict[str, Any] = {"processed": [], "skipped": [], "config": asdict(config),
                               "presets": [asdict(p) for p in presets]}
     rows: list[dict[str, Any]] = []
@@ -289,12 +274,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=PrepareConfig.size, help="output frame size in pixels (square)")
     p.add_argument("--min-seconds", type=float, default=PrepareConfig.min_seconds, help="shortest clip kept")
     p.add_argument("--max-seconds", type=float, default=PrepareConfig.max_seconds, help="longest clip")
-    p.add_argument("--crop-scale", type=float, default=PrepareConfig.crop_scale,
-                   help="crop side as a multiple of the detected face box")
+    p.add_argument("--preset", default="sd15", help="model preset whose face framing (ModelConfig.crop) the crops "
+                   "take (default: %(default)s)")
     p.add_argument("--syncnet", default=None, help="SyncNet weights (safetensors) for sync scores; optional")
     args = p.parse_args(argv)
     config = PrepareConfig(size=args.size, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                           crop_scale=args.crop_scale)
+                           crop=get_preset(args.preset).crop)
     sync_scorer = syncnet_scorer(args.syncnet) if args.syncnet else None
     report = prepare(videos=args.videos, out=args.out, config=config, sync_scorer=sync_scorer)
     print(f"{report['clips']} clips from {len(report['processed'])} files; {len(report['skipped'])} files skipped; "
