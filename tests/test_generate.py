@@ -64,6 +64,14 @@ def test_generate_writes_a_playable_mp4_of_the_right_length(files, tmp_path, cap
     assert np.std(frames[0]) > 1  # a picture, not a blank frame
 
 
+def test_output_crop_writes_the_model_crop_at_size(files, tmp_path):
+    out = tmp_path / "crop.mp4"
+    assert run_cli("--image", files / "face.png", "--audio", files / "speech.wav", "--checkpoint", files / "fast",
+                   "--out", out, "--output", "crop", "--size", "128") == 0
+    info = probe_video(out)
+    assert (info.width, info.height, info.frames) == (128, 128, 35)
+
+
 def test_default_run_needs_only_out(tmp_path):
     """README's main command: the shipped fast student on the shipped examples."""
     assert run_cli("--out", tmp_path / "demo.mp4") == 0

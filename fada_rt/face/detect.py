@@ -8,7 +8,7 @@ on the photos that ship with scikit-image and matplotlib and on composites of th
 
 **Limits** (docs/portraits.md): frontal and near-frontal faces (yaw up to ~45°); in-plane rotation up to
 ~30° by searching the image turned by each of :attr:`FaceDetector.rotations`; the detector's window is
-80 px, images under 1024 px on the long side are searched doubled until they reach it (so a 512 px
+80 px, images under 1024 px on the long side are searched doubled until they come nearest to it (a 512 px
 picture finds faces from 40 px, a 64 px one from 10 px), larger ones at their own size (faces from
 80 px: in a 4K picture, 2 % of its width); cartoons, drawings and animal faces are usually not found; scores under ``min_score``
 are dropped (0.3 keeps real faces and drops the badges, patches and textures that score 0 to 0.2).
@@ -81,13 +81,14 @@ class FaceDetector:
     """Faces of an RGB uint8 image, largest first (see the module docstring for its limits)."""
 
     def __init__(self, *, rotations: tuple[float, ...] = (0.0, 25.0, -25.0), min_score: float = 0.3,
-                 small_image: int = 1024) -> None:
+                 turned_min_score: float = 0.6, small_image: int = 1024) -> None:
         try:
             import dlib
         except ImportError as err:
             raise RuntimeError(INSTALL_HINT) from err
         self.rotations = rotations
         self.min_score = min_score
+        self.turned_min_score = turned_min_score
         self.small_image = small_image
         self._hog = dlib.get_frontal_face_detector()
         self._landmarks = dlib.shape_predictor(str(landmark_model_path()))
@@ -100,7 +101,8 @@ class FaceDetector:
         found: list[Face] = []
         for degrees in self.rotations:
             turned, back = _rotate(image, degrees)  # back: (2, 3) from the turned image to the input
-            rects, scores, _ = self._hog.run(turned, upsample, self.min_score)
+            threshold = self.min_score if degrees == 0 else self.turned_min_score
+            rects, scores, _ = self._hog.run(turned, upsample, threshold)
             for rect, score in zip(rects, scores):
                 shape = self._landmarks(turned, rect)
                 points = np.array([(p.x, p.y) for p in shape.parts()], np.float64)  # (5, 2)
@@ -114,7 +116,7 @@ class FaceDetector:
 
 def upsample_count(long_side: int, small_image: int) -> int:
     """How many times the HOG detector doubles the image: until its long side reaches ``small_image`` (at most 3)."""
-    return int(min(3, max(0, np.ceil(np.log2(small_image / max(long_side, 1))))))
+    return int(min(3, max(0, round(float(np.log2(small_image / max(long_side, 1)))))))
 
 
 def _rotate(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
