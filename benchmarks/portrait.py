@@ -22,16 +22,19 @@ missing; farther than 1.5 true eye distances: no match). Eye error: max over the
 true eye distance. A scene is correct when the count is right (no face at all in the no-face scenes) and every
 eye error is under 0.10. Time: wall time of one call on the full picture, the median of ``--repeats``.
 
+**Roll sweep**: the astronaut turned from -50° to +50° in 5° steps, found (eye error < 0.10) or not, by the
+shipped detector and the upright-only one: what the turned searches buy.
+
 **2. Per-frame cost of the full picture** on three scene sizes: detection (once per portrait, the shipped
 detector), cutting the crop (``warp_crop``, once), building the compositor (once) and pasting one generated crop
 into the picture (``Portrait.frame(crop, "full")``: colour match, warp, blend and the copy of the full picture;
 median over ``--frames``, 50), at the tiny model's resolution (64 px, its framing) and at 512 px (sd15's); H.264
 encoding of pasted full frames (:class:`fada_rt.media.VideoWriter`, libx264 veryfast crf 18, video only, into a
-temporary file, ms per frame over 25 frames, closing the file included); beside them the model's own time
-per frame: the shipped tiny fast student through ``StreamingAvatar(image, realtime=False, crop="face",
-output="crop")`` over ``--audio-seconds`` of ``fada_rt/examples/speech.wav`` (wall time from the first push to
-the last frame / frames; loading and preparing the avatar not counted). Ratios against the model only for the
-64 px rows: the 512 px model (sd15) does not run on a CPU.
+temporary file; ms per frame of the writer's calls over 25 frames pasted one at a time, closing included);
+beside them the model's own time per frame: the shipped tiny fast student through ``StreamingAvatar(image,
+realtime=False, crop="face", output="crop")`` over ``--audio-seconds`` of ``fada_rt/examples/speech.wav`` (wall
+time from the first push to the last frame / frames; loading and preparing the avatar not counted). Ratios
+against the model only for the 64 px rows: the 512 px model (sd15) does not run on a CPU.
 """
 
 from __future__ import annotations
@@ -63,11 +66,8 @@ class Found:
     eyes: np.ndarray | None  # (2, 2) [image-left, image-right] eye centres; None: a landmark failure
 
     @property
-    def middle(self) -> np.ndarray:
-        if self.eyes is not None:
-            return self.eyes.mean(axis=0)
-        x0, y0, x1, y1 = self.box
-        return np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    def middle(self) -> np.ndarray:  # the eyes' midpoint, else the box centre
+        return (self.eyes if self.eyes is not None else np.reshape(self.box, (2, 2))).mean(axis=0)
 
 
 Detect = Callable[[np.ndarray], list[Found]]
@@ -175,7 +175,7 @@ def detector_rows(*, scenes: Sequence[str], candidates: Sequence[str], repeats: 
     rows = []
     detectors = {c: make_detector(c) for c in candidates}
     for detect in detectors.values():  # warm-up: first calls pay for lazy set-up
-        detect(np.full((64, 64, 3), 128, np.uint8))
+        detect(np.full((32, 32, 3), 128, np.uint8))
     for name in scenes:
         s = scene(name)
         h, w = s.image.shape[:2]
@@ -191,6 +191,29 @@ def detector_rows(*, scenes: Sequence[str], candidates: Sequence[str], repeats: 
             log(f"{name} ({w}x{h}) / {CANDIDATES[c]}: {row['found']} found of {row['expected']}, eye error "
                 f"{errors}, {ms:.0f} ms")
             rows.append(row)
+    return rows
+
+
+def roll_sweep(*, candidates: Sequence[str], angles: Sequence[float] = tuple(range(-50, 51, 5))
+               ) -> list[dict[str, Any]]:
+    """The astronaut turned by each angle (its own roll is +4°): per candidate, found with eye error < tolerance."""
+    import cv2
+
+    from benchmarks.portrait_scenes import EYES, photo
+
+    image, rows = photo("astronaut"), []
+    detectors = {c: make_detector(c) for c in candidates}
+    for angle in angles:
+        m = cv2.getRotationMatrix2D((255.5, 255.5), float(angle), 1.0)
+        turned = cv2.warpAffine(image, m, (512, 512), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        true = np.array(EYES["astronaut"]) @ m[:, :2].T + m[:, 2]
+        roll = float(np.degrees(np.arctan2(true[1, 1] - true[0, 1], true[1, 0] - true[0, 0])))
+        row: dict[str, Any] = {"angle": angle, "roll": round(roll, 1)}
+        for c, detect in detectors.items():
+            r = score(Scene(f"turned {angle}", turned, (true,)), detect(turned))
+            row[c] = {"found": r["eye_errors"][0] is not None and r["eye_errors"][0] < EYE_TOLERANCE,
+                      "extra": r["extra"]}
+        rows.append(row)
     return rows
 
 
@@ -232,16 +255,23 @@ def model_cost(image: np.ndarray, *, audio_seconds: float) -> dict[str, Any]:
             "ms_per_frame": wall / max(frames, 1) * 1e3, "resolution": avatar.pipeline.resolution}
 
 
-def encode_cost(frames: np.ndarray) -> float:
-    """H.264 ms per frame of ``frames`` (n, H, W, 3) at their own size, closing the file included."""
+def encode_cost(make_frame: Callable[[int], np.ndarray], count: int) -> float:
+    """H.264 ms per frame of ``count`` frames ``make_frame(i)`` at their own size: the writer's calls from opening
+    to closing the file, not ``make_frame`` (frames are made one at a time: holding many full frames would time
+    the allocation of fresh memory, ~150 ms per 4K frame here)."""
     from fada_rt.media import VideoWriter
 
-    h, w = frames.shape[1:3]
+    h, w = make_frame(0).shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        with VideoWriter(Path(tmp) / "encode.mp4", size=(w, h), audio=False) as writer:
-            writer.write_frames(frames)
-        return (time.perf_counter() - t) / len(frames) * 1e3
+        spent, t = 0.0, time.perf_counter()
+        writer = VideoWriter(Path(tmp) / "encode.mp4", size=(w, h), audio=False)
+        for i in range(count):
+            spent += time.perf_counter() - t
+            frame = make_frame(i)[None]
+            t = time.perf_counter()
+            writer.write_frames(frame)
+        writer.close()
+        return (spent + time.perf_counter() - t) / count * 1e3
 
 
 class _Known:
@@ -287,16 +317,15 @@ def frame_rows(*, scenes: Sequence[str], frames: int, encode_frames: int, repeat
             rng = np.random.default_rng(0)
             crops = [np.clip(portrait.crop.astype(np.int16) + rng.integers(-8, 9, 3), 0, 255).astype(np.uint8)
                      for _ in range(4)]  # stand-ins for generated crops: the cost does not depend on the pixels
-            times, pasted = [], []
+            times = []
             for i in range(frames):
                 t = time.perf_counter()
-                full = portrait.frame(crops[i % len(crops)], "full")
+                portrait.frame(crops[i % len(crops)], "full")
                 times.append((time.perf_counter() - t) * 1e3)
-                if len(pasted) < encode_frames:
-                    pasted.append(full)
-            row.update(paste_ms=float(np.median(times)), paste_p90_ms=float(np.percentile(times, 90)), error=None)
-            if encoded is None and pasted:
-                encoded = encode_cost(np.stack(pasted))
+            row.update(paste_ms=float(np.median(times)), paste_p90_ms=float(np.percentile(times, 90)), paste_times_ms=times,
+                       error=None)
+            if encoded is None:
+                encoded = encode_cost(lambda i, p=portrait, c=crops: p.frame(c[i % len(c)], "full"), encode_frames)
             row["encode_ms"] = encoded
             log(f"{name} ({w}x{h}) / {resolution} px: detect {timed:.0f} ms, crop {row['crop_ms']:.2f} ms, paste "
                 f"{row['paste_ms']:.2f} ms/frame, H.264 {encoded:.1f} ms/frame")
@@ -307,20 +336,18 @@ def frame_rows(*, scenes: Sequence[str], frames: int, encode_frames: int, repeat
 def run_benchmark(*, scenes: Sequence[str] = SCENES, candidates: Sequence[str] = tuple(CANDIDATES),
                   frame_scenes: Sequence[str] = FRAME_SCENES, repeats: int = 3, frames: int = 50,
                   encode_frames: int = 25, audio_seconds: float = 4.0, threads: int = 2, cnn_max_mpx: float = 2.0,
-                  log: Callable[[str], None] = lambda s: print(s, flush=True)) -> dict[str, Any]:
+                  roll: bool = True, log: Callable[[str], None] = lambda s: print(s, flush=True)) -> dict[str, Any]:
     """Both tables' numbers (see the module docstring), JSON-ready."""
     import cv2
     import torch
 
     if repeats < 1 or frames < 1 or encode_frames < 1 or audio_seconds <= 0 or threads < 1:
         raise ValueError("repeats, frames, encode_frames and threads must be >= 1 and audio_seconds > 0")
-    unknown = sorted(set(scenes) - set(SCENES)) + sorted(set(candidates) - set(CANDIDATES))
-    if unknown:
-        raise ValueError(f"unknown scene(s) or candidate(s) {unknown}; scenes: {SCENES}, candidates: {tuple(CANDIDATES)}")
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     rows = detector_rows(scenes=scenes, candidates=candidates, repeats=repeats, cnn_max_pixels=cnn_max_mpx * 1e6,
                          log=log)
+    sweep = roll_sweep(candidates=[c for c in candidates if c in ("hog", "hog-upright")]) if roll else []
     shipped = {r["scene"]: r["ms"] for r in rows if r["candidate"] == "hog" and not r["skipped"]}
     per_frame = frame_rows(scenes=frame_scenes, frames=frames, encode_frames=encode_frames, repeats=repeats,
                            detect_ms=shipped, log=log)
@@ -340,7 +367,7 @@ def run_benchmark(*, scenes: Sequence[str] = SCENES, candidates: Sequence[str] =
                 "threads": threads, "cnn_max_mpx": cnn_max_mpx, "cpu": cpu_model(),
                 "eye_tolerance": EYE_TOLERANCE, "no_face_scenes": [n for n in scenes if n in NO_FACE]}
     return {"settings": settings, "detectors": rows, "summary": summarise(rows, candidates), "frames": per_frame,
-            "model": model}
+            "model": model, "roll_sweep": sweep}
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -375,6 +402,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {m['label']} | {m['correct']}/{m['scenes']}{skipped} | {m['missed']} | {m['extra']} | "
                      f"{m['landmark_failures']} | {_num(m['mean_eye_error'], '{:.3f}')} | "
                      f"{_num(m['ms_small'], '{:.0f}')} | {_num(m['ms_4k'], '{:.0f}')} |")
+    sweep = result.get("roll_sweep") or []
+    if sweep:
+        names = [c for c in sweep[0] if c not in ("angle", "roll")]
+        lines += ["", "## Roll sweep: the astronaut turned in 5° steps (✓: the face found, eye error < "
+                  f"{s['eye_tolerance']}; +n: n other detections, false positives)", "",
+                  "| Roll (°) | " + " | ".join(CANDIDATES[c] for c in names) + " |", "|---:|" + "---|" * len(names)]
+        lines += [f"| {r['roll']:+.1f} | " + " | ".join(("✓" if r[c]["found"] else "✗") + (
+            f" +{r[c]['extra']}" if r[c]["extra"] else "") for c in names) + " |" for r in sweep]
     model = result["model"]
     if result["frames"]:
         lines += ["", "## Per-frame cost of the full-picture output vs the model (CPU)", ""]

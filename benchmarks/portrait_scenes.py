@@ -92,6 +92,11 @@ def scene(name: str) -> Scene:
         m = cv2.getRotationMatrix2D((255.5, 255.5), 20.0, 1.0)  # counter-clockwise on screen
         turned = cv2.warpAffine(image, m, (512, 512), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         return Scene(name, turned, (_eyes("astronaut", m),))
+    if name == "rotated_35":  # roll +39°: past the upright HOG detector's reach
+        image = photo("astronaut")
+        m = cv2.getRotationMatrix2D((255.5, 255.5), -35.0, 1.0)
+        turned = cv2.warpAffine(image, m, (512, 512), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        return Scene(name, turned, (_eyes("astronaut", m),))
     if name == "small_in_4k":
         canvas = _canvas(2160, 3840)
         m = _place(canvas, photo("astronaut"), 2900, 1400)  # face ~90 px wide: 2.3 % of the width
@@ -113,6 +118,6 @@ def scene(name: str) -> Scene:
     raise ValueError(f"unknown scene {name!r}; expected one of {SCENES}")
 
 
-SCENES: tuple[str, ...] = ("astronaut", "grace_hopper", "off_centre_1600x900", "rotated_20", "small_in_4k",
-                           "two_faces", "chelsea_cat", "cartoon", "blank")
+SCENES: tuple[str, ...] = ("astronaut", "grace_hopper", "off_centre_1600x900", "rotated_20", "rotated_35",
+                           "small_in_4k", "two_faces", "chelsea_cat", "cartoon", "blank")
 NO_FACE: tuple[str, ...] = ("chelsea_cat", "cartoon", "blank")

@@ -129,6 +129,14 @@ class AudioFeatureStream:
         self._advance(k1)
         return out
 
+    def truncate(self) -> None:
+        """Forget the audio pushed for frames not yet popped (an interrupt): the next push continues at
+        ``next_frame``. The context before it stays, so the next frames' features see what came before."""
+        end = self.next_frame * self.spf
+        self._buf = self._buf[: max(0, end - self._buf_start)].copy()
+        self.total = end
+        self.finished = False
+
     def skip(self, n: int) -> None:
         """Drop the next ``n`` ready frames without computing them."""
         if not 0 <= n <= self.ready:
@@ -235,6 +243,12 @@ class StreamingSession:
     def finish(self) -> None:
         with self._lock:
             self.features.finish()
+
+    def truncate(self) -> None:
+        """Drop the audio pushed for frames not generated yet (see :meth:`AudioFeatureStream.truncate`)."""
+        with self._lock:
+            self.features.truncate()
+            self._prune_arrivals(self.features.total)
 
     def set_avatar(self, avatar: Avatar) -> None:
         """Switch portraits between chunks (call from the stepping thread); motion restarts from it."""

@@ -32,8 +32,8 @@ def detector() -> FaceDetector:
     return FaceDetector()
 
 
-@pytest.mark.parametrize("name", ["astronaut", "grace_hopper", "off_centre_1600x900", "rotated_20", "small_in_4k",
-                                  "two_faces"])
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper", "off_centre_1600x900", "rotated_20", "rotated_35",
+                                  "small_in_4k", "two_faces"])
 def test_faces_and_eye_lines_are_where_they_should_be(detector, name):
     s = scene(name)
     faces = detector(s.image)

@@ -16,6 +16,7 @@ import pytest
 from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
 
+from benchmarks.portrait_scenes import cartoon
 from fada_rt.assets import EXAMPLE_AUDIO, EXAMPLE_IMAGE, default_checkpoint
 from fada_rt.backends import LoadOptions, create_backend
 from fada_rt.checkpoint import save_model
@@ -108,6 +109,10 @@ BAD_INPUTS = {
     "not an image": ("image", lambda p: p.write_text("hello"), "is not an image Pillow can read"),
     "corrupt image": ("image", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), "not an image|corrupt"),
     "tiny image": ("image", lambda p: Image.new("RGB", (20, 20)).save(p, format="PNG"), "20x20 px: too small"),
+    "no face (a drawing)": ("image", lambda p: Image.fromarray(cartoon(256)).save(p, format="PNG"),
+                            "no face found in"),
+    "blank image": ("image", lambda p: Image.new("RGB", (640, 480), (128, 128, 128)).save(p, format="PNG"),
+                    "no face found in"),
     "empty audio": ("audio", lambda p: write_wav(p, np.zeros(0)), "contains no audio samples"),
     "hour-long audio": ("audio", write_hour_wav, "3600.0 s long, over --max-duration 600 s"),
     "not audio": ("audio", lambda p: p.write_bytes(b"\x00garbage" * 50), "cannot read audio from"),

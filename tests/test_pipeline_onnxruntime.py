@@ -79,7 +79,7 @@ def test_generate_runs_on_onnxruntime(engines, face, tmp_path):
     wave = (np.random.default_rng(1).standard_normal(14000) * 0.1).astype(np.float32)
     write_wav(tmp_path / "a.wav", wave)
     pipeline = AvatarPipeline.from_checkpoint(backend="onnxruntime", engine_dir=engines / "engines")
-    result = generate_video(pipeline=pipeline, image=face, audio=tmp_path / "a.wav", out=tmp_path / "o.mp4",
+    result = generate_video(pipeline=pipeline, image=face, crop="centre", audio=tmp_path / "a.wav", out=tmp_path / "o.mp4",
                             size=64, progress=False)
     info = probe_video(tmp_path / "o.mp4")
     assert result.frames == info.frames == math.ceil(14000 / 640)
