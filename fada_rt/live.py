@@ -3,10 +3,10 @@
 Sources: the microphone through sounddevice (optional extra ``live``; Linux needs PortAudio,
 ``apt-get install libportaudio2``), or ``--audio-file F`` paced in real time (``--speed``), which
 needs no sounddevice; the run ends when the file does. Audio goes into a
-:class:`~fada_rt.api.StreamingAvatar` (features computed incrementally with bounded look-ahead,
-chunks dropped rather than letting latency grow); frames, with pts on the audio sample clock, go
-to the preview page on 127.0.0.1 (``--no-preview`` to skip) and to ``--record OUT.mp4``. The
-recording is CFR: frames lost to drops are filled with the last frame so picture and sound stay
+:class:`~fada_rt.api.StreamingAvatar` (features computed incrementally with bounded look-ahead; speech
+that waits longer than ``--max-latency`` is skipped unmade); frames come paced at the model's fps, each
+with the audio that plays with it. They go to the preview page on 127.0.0.1 (``--no-preview`` to skip) and
+to ``--record OUT.mp4``, whose picture and sound are the emitted frames and their audio, so they stay
 aligned; it is closed properly on Ctrl-C, so it plays.
 """
 
@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from fada_rt.api import StreamingAvatar
+from fada_rt.api import AvatarFrame, StreamingAvatar
 from fada_rt.face import CropMode, OutputMode
 from fada_rt.media import SAMPLE_RATE, PcmConverter, VideoWriter, iter_audio, probe_audio
 from fada_rt.pipeline import AvatarPipeline
 
 DESCRIPTION = ("A portrait driven live by the microphone (or --audio-file paced in real time), with a preview "
                "page on 127.0.0.1 and an optional --record OUT.mp4.")
+LIVE_MAX_LATENCY = 1.0  # seconds of speech allowed to wait; more is skipped unmade (a model slower than real time)
 LIVE_MAX_SIDE = 1280  # full frames are pasted and sent 25 times a second: larger pictures are downscaled to this
 PORTAUDIO_HINT = ('install PortAudio (Debian/Ubuntu: `apt-get install libportaudio2`) and the live extra '
                   '(`pip install -e ".[live]"`), or use --audio-file F')
@@ -155,41 +156,16 @@ class FileSource:
 
 
 class LiveRecorder:
-    """CFR mp4 of the live stream: frame k at k / fps s; gaps from dropped chunks filled with the last frame."""
+    """CFR mp4 of the live stream: every emitted frame with the audio that plays with it (one clock)."""
 
-    def __init__(self, path: str | Path, *, size: int | tuple[int, int], fps: int) -> None:
-        self.writer = VideoWriter(path, size=size, fps=fps)
-        self.fps = fps
-        self.filled = 0
-        self._last: np.ndarray | None = None
-        self._audio: list[np.ndarray] = []
-        self._lock = threading.Lock()  # audio arrives on the source thread
+    def __init__(self, path: str | Path, *, size: int | tuple[int, int], fps: int, sample_rate: int) -> None:
+        self.writer = VideoWriter(path, size=size, fps=fps, sample_rate=sample_rate)
 
-    def add_audio(self, samples: np.ndarray) -> None:
-        with self._lock:
-            self._audio.append(samples)
-
-    def write(self, frame: np.ndarray, pts: float) -> None:
-        k = round(pts * self.fps)
-        if k < self.writer.frames_written:
-            raise ValueError(f"frame at pts {pts} arrived after frame {self.writer.frames_written - 1}")
-        gap = k - self.writer.frames_written
-        if gap:
-            fill = self._last if self._last is not None else frame
-            self.writer.write_frames(np.repeat(fill[None], gap, axis=0))
-            self.filled += gap
-        self._move_audio()
-        self.writer.write_frames(frame[None])
-        self._last = frame
-
-    def _move_audio(self) -> None:
-        with self._lock:
-            blocks, self._audio = self._audio, []
-        for block in blocks:
-            self.writer.write_audio(block)
+    def write(self, frame: AvatarFrame) -> None:
+        self.writer.write_audio(frame.audio)
+        self.writer.write_frames(frame.image[None])
 
     def close(self) -> None:
-        self._move_audio()
         self.writer.close()
 
 
@@ -217,6 +193,7 @@ def run_live(
     face_index: int | None = None,
     max_side: int | None = LIVE_MAX_SIDE,
     size: int = 256,
+    max_latency: float | None = LIVE_MAX_LATENCY,
     seed: int = 0,
     stop: threading.Event | None = None,
     duration: float | None = None,
@@ -229,7 +206,8 @@ def run_live(
     ``output``/``crop``/``face_index``/``max_side``: the portrait (docs/portraits.md); ``size``: the preview's
     long side, and with ``output="crop"`` the recording's size (full recordings have the picture's size)."""
     avatar = StreamingAvatar(image, pipeline=pipeline, seed=seed, realtime=source.realtime, output=output,
-                             crop=crop, face_index=face_index, max_side=max_side)
+                             crop=crop, face_index=face_index, max_side=max_side,
+                             max_latency=max_latency if source.realtime else None)
     if avatar.portrait.note:
         print(avatar.portrait.note, flush=True)
     if avatar.portrait.faces:
@@ -237,18 +215,18 @@ def run_live(
     record_size = avatar.portrait.size if output == "full" else size
     if isinstance(source, FileSource) and source.speed is None:
         source.backlog = avatar.buffered_seconds
-    recorder = LiveRecorder(record, size=record_size, fps=pipeline.config.audio.fps) if record is not None else None
+    recorder = None
+    if record is not None:
+        recorder = LiveRecorder(record, size=record_size, fps=avatar.fps, sample_rate=avatar.audio_rate)
     server = None
     if preview:
         from fada_rt.preview import PreviewServer
 
-        server = PreviewServer(port=port, size=size, delay=avatar.session.latency_floor)
+        server = PreviewServer(port=port, size=size, delay=0.0)
         print(f"preview: {server.start()}", flush=True)
 
     def sink(samples: np.ndarray) -> None:
         avatar.push_audio(samples, SAMPLE_RATE)
-        if recorder is not None:
-            recorder.add_audio(samples)
 
     # Ctrl-C sets a flag that the loop reads between frames, so it never lands inside a frame write
     # (a KeyboardInterrupt there could leave the recording and its reported frame count apart).
@@ -265,22 +243,22 @@ def run_live(
     try:
         while True:
             try:
-                item = avatar.next_frame(timeout=0.25)
+                frame = avatar.next_frame(timeout=0.25)
             except TimeoutError:  # no audio yet: look at the stop flags, wait again
                 if stopping():
                     break
                 continue
-            if item is None:  # the source ended and every frame is out
+            if frame is None:  # the source ended and every frame is out
                 break
-            frame, pts = item
             frames += 1
+            pts = frame.pts
             if recorder is not None:
-                recorder.write(frame, pts)
+                recorder.write(frame)
             stats = avatar.stats
-            if server is not None:
-                server.update(frame, pts, stats)
+            if server is not None:  # both on time.monotonic(), the avatar's clock
+                server.update(frame.image, pts, stats, captured_at=frame.captured_at)
             if on_frame is not None:
-                on_frame(frame, pts)
+                on_frame(frame.image, pts)
             if report is not None and time.monotonic() - last_report >= report_every:
                 report(_live_stats(stats, server, recorder))
                 last_report = time.monotonic()
@@ -305,10 +283,9 @@ def run_live(
 def _live_stats(stats: dict[str, Any], server: Any, recorder: LiveRecorder | None) -> dict[str, Any]:
     out = dict(stats)
     if server is not None:
-        out.update({k: v for k, v in server.stats().items() if k in ("late_frames", "av_offset_ms")})
+        out.update({k: v for k, v in server.stats().items() if k in ("av_offset_ms", "av_offset_ms_max")})
     if recorder is not None:
         out["recorded_frames"] = recorder.writer.frames_written
-        out["filled_frames"] = recorder.filled
     return out
 
 
@@ -316,9 +293,9 @@ def format_stats(stats: dict[str, Any]) -> str:
     parts = [f"frames {stats['frames']}", f"fps {stats['fps']:.1f}", f"RTF {stats['rtf']:.2f}",
              f"latency {stats['latency_ms_last']:.0f} ms (mean {stats['latency_ms_mean']:.0f}, "
              f"max {stats['latency_ms_max']:.0f})", f"dropped {stats['dropped_frames']}",
-             f"audio {stats['audio_seconds']:.1f} s"]
-    if "av_offset_ms" in stats:
-        parts.append(f"A/V offset {stats['av_offset_ms']:.0f} ms")
+             f"speech queued {stats['pending_seconds']:.1f} s"]
+    if stats.get("av_offset_ms") is not None:  # the preview's: shown - captured, of the frame shown last
+        parts.append(f"A/V offset on the page {stats['av_offset_ms']:.0f} ms (max {stats['av_offset_ms_max']:.0f})")
     return " | ".join(parts)
 
 
@@ -342,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="preview port on 127.0.0.1 (default: %(default)s; 0: any "
                    "free port)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of audio")
+    p.add_argument("--max-latency", type=float, default=LIVE_MAX_LATENCY, help="seconds of speech allowed to wait "
+                   "for the model; more is skipped unmade, so a model slower than real time stays live "
+                   "(default: %(default)s)")
     p.add_argument("--size", type=int, default=256, help="preview size (long side) in px; with --output crop also the "
                    "recording's, even (default: %(default)s)")
     add_portrait_args(p, max_side=LIVE_MAX_SIDE)
@@ -369,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{pipeline.chunk_frames} frames); Ctrl-C to stop", flush=True)
         result = run_live(pipeline=pipeline, image=image, source=source, record=args.record,
                           preview=not args.no_preview, port=args.port, output=args.output, crop=args.crop,
-                          face_index=args.face_index, max_side=args.max_side, size=args.size, seed=args.seed,
+                          face_index=args.face_index, max_side=args.max_side, size=args.size,
+                          max_latency=args.max_latency, seed=args.seed,
                           duration=args.duration, report=lambda s: print(format_stats(s), flush=True))
     except (LiveInputError, ValueError, FileNotFoundError, BackendUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,11 +3,12 @@
 Routes: ``/`` the page, ``/frame.jpg`` the frame due now (JPEG), ``/stats.json`` the live stats
 (fps, latency, dropped frames, A/V offset, ...). The page polls both; no dependencies beyond Pillow.
 
-Frames arrive in bursts (a whole chunk at once); the server plays them out on the audio clock:
-the first frame fixes ``anchor = arrival - pts + delay`` (delay: one chunk of headroom), and frame
-``pts`` is due at ``anchor + pts``. A frame that arrives after its due time is shown at once and
-its lateness is reported as ``av_offset_ms`` (how far the picture trails audio played with the
-same fixed delay); ``late_frames`` counts them. Dropping late chunks upstream keeps it bounded.
+Frames are played out on their own clock: the first frame fixes ``anchor = arrival - pts + delay``, and
+frame ``pts`` is due at ``anchor + pts`` (:class:`~fada_rt.api.StreamingAvatar` already paces its frames,
+so ``fada_rt.live`` uses no delay). A frame that arrives after its due time is shown at once;
+``late_frames`` counts them. ``av_offset_ms`` is measured per frame when it is shown (served as the current
+frame): the time since its audio was captured (``captured_at`` of :meth:`PreviewServer.update`). It is how
+far the avatar's mouth on the page trails the voice it follows; ``av_offset_ms_max`` is the largest so far.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class PreviewServer:
         self.delay = delay
         self.clock = clock
         self._lock = threading.Lock()
-        self._queue: deque[tuple[float, np.ndarray]] = deque()  # (due wall time, frame)
+        self._queue: deque[tuple[float, np.ndarray, float | None]] = deque()  # (due time, frame, captured at)
         self._current: np.ndarray | None = None
         self._current_id = -1
         self._jpeg: tuple[int, bytes] | None = None
@@ -80,7 +81,8 @@ class PreviewServer:
         self._anchor: float | None = None
         self._stats: dict[str, Any] = {}
         self.late_frames = 0
-        self.max_lateness = 0.0
+        self.av_offset: float | None = None  # shown - captured, of the frame shown last
+        self.av_offset_max = 0.0
         try:
             self._server = ThreadingHTTPServer((host, port), _handler(self))
         except OSError as err:
@@ -110,24 +112,26 @@ class PreviewServer:
         self.close()
 
     # ---- producer side --------------------------------------------------------------------------
-    def update(self, frame: np.ndarray, pts: float, stats: dict[str, Any] | None = None) -> None:
+    def update(self, frame: np.ndarray, pts: float, stats: dict[str, Any] | None = None, *,
+               captured_at: float | None = None) -> None:
+        """Queue a frame due at ``pts`` on the play-out clock; ``captured_at``: when its audio was captured
+        (this server's clock), for the A/V offset."""
         now = self.clock()
         with self._lock:
             if self._anchor is None:
                 self._anchor = now - pts + self.delay
             due = self._anchor + pts
-            lateness = now - due
-            if lateness > 0:
+            if now - due > 0:
                 self.late_frames += 1
-                self.max_lateness = max(self.max_lateness, lateness)
-            self._queue.append((due, frame))
+            self._queue.append((due, frame, captured_at))
             if stats is not None:
                 self._stats = dict(stats)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {**self._stats, "late_frames": self.late_frames,
-                    "av_offset_ms": round(self.max_lateness * 1000, 1)}
+            offset = None if self.av_offset is None else round(self.av_offset * 1000, 1)
+            return {**self._stats, "late_frames": self.late_frames, "av_offset_ms": offset,
+                    "av_offset_ms_max": round(self.av_offset_max * 1000, 1)}
 
     # ---- consumer side --------------------------------------------------------------------------
     def current_frame(self) -> tuple[int, np.ndarray] | None:
@@ -135,7 +139,10 @@ class PreviewServer:
         now = self.clock()
         with self._lock:
             while self._queue and (self._queue[0][0] <= now or self._current is None):
-                self._current = self._queue.popleft()[1]
+                _, self._current, captured = self._queue.popleft()
+                if captured is not None:
+                    self.av_offset = now - captured
+                    self.av_offset_max = max(self.av_offset_max, self.av_offset)
                 self._current_id += 1
             if self._current is None:
                 return None

@@ -82,3 +82,20 @@ def random_chunk(model: FadaModel, *, batch: int = 1, seed: int = 0):
 @pytest.fixture
 def tiny_model() -> FadaModel:
     return make_tiny_model()
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Loading a model for a call sets torch's (process-wide) threads; every test leaves them as it found them."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    """The shipped tiny fast student on one CPU thread, loaded once for the tests of the call API and adapters."""
+    from fada_rt.backends.options import LoadOptions
+    from fada_rt.pipeline import AvatarPipeline
+
+    return AvatarPipeline.load(LoadOptions(threads=1))

@@ -46,8 +46,8 @@ def test_preview_serves_page_frames_and_stats():
         assert get(server.url + "nope")[0] == 404
 
         frames = [np.full((64, 64, 3), 30 * k, np.uint8) for k in range(4)]
-        for k, frame in enumerate(frames):  # a chunk arrives at once at t = 50
-            server.update(frame, k / 25, {"frames": k + 1, "fps": 25.0})
+        for k, frame in enumerate(frames):  # a chunk arrives at once at t = 50; its audio was captured at 49.5
+            server.update(frame, k / 25, {"frames": k + 1, "fps": 25.0}, captured_at=49.5 + k / 25)
         status, ctype, body = get(server.url + "frame.jpg")
         image = np.asarray(Image.open(io.BytesIO(body)))
         assert status == 200 and ctype == "image/jpeg" and image.shape == (96, 96, 3)
@@ -56,12 +56,17 @@ def test_preview_serves_page_frames_and_stats():
         image = np.asarray(Image.open(io.BytesIO(get(server.url + "frame.jpg")[2])))
         assert abs(int(image.mean()) - 60) <= 3
         stats = json.loads(get(server.url + "stats.json")[2])
-        assert stats["frames"] == 4 and stats["late_frames"] == 0 and stats["av_offset_ms"] == 0
+        # the known delays: captured 0.5 s before arrival, shown 0.3 s (the delay) + 1 ms after due
+        assert stats["frames"] == 4 and stats["late_frames"] == 0
+        assert stats["av_offset_ms"] == pytest.approx(1000 * (0.5 + 0.3 + 0.001), abs=0.2)
 
-        clock.t = 60.0  # frame 4 arrives 9.54 s after its due time: reported as A/V offset
-        server.update(frames[0], 4 / 25, {"frames": 5})
+        clock.t = 60.0  # frame 4 arrives 9.54 s after its due time: late, shown at once
+        server.update(frames[0], 4 / 25, {"frames": 5}, captured_at=59.0)
+        get(server.url + "frame.jpg")
         stats = json.loads(get(server.url + "stats.json")[2])
-        assert stats["late_frames"] == 1 and stats["av_offset_ms"] == pytest.approx(1000 * (60 - 50.3 - 0.16))
+        assert stats["late_frames"] == 1 and stats["av_offset_ms"] == pytest.approx(1000.0)
+        # frame 3 (captured 49.62) was first served at 60 too, the page not having asked since 50.38
+        assert stats["av_offset_ms_max"] == pytest.approx(1000 * (60 - 49.62))
 
 
 def test_live_run_serves_the_preview_while_running(tmp_path, capsys):
@@ -81,9 +86,9 @@ def test_live_run_serves_the_preview_while_running(tmp_path, capsys):
 
     result = run_live(pipeline=pipeline, image=tmp_path / "face.png", crop="centre", source=FileSource(tmp_path / "a.wav",
                       speed=None), preview=True, port=0, on_frame=on_frame)
-    assert result.frames == 13
+    assert result.stats["speech_frames"] == 13 and result.frames >= 13
     assert fetched["page"] == 200 and fetched["frame"] == 200
-    assert fetched["stats"]["frames"] == 8 and "latency_ms_last" in fetched["stats"]
+    assert fetched["stats"]["frames"] >= 1 and "latency_ms_last" in fetched["stats"]
 
 
 def test_busy_port_is_a_clear_error():

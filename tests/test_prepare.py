@@ -70,7 +70,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory):
     _write_video(videos / "empty_room.mp4", np.full((75, 120, 160, 3), 90, np.uint8), audio=_speech(3.0))
     (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     config = PrepareConfig(size=64, min_seconds=1.0, max_seconds=2.0, detect_every=3)
-    report = prepare(videos=videos, out=root / "data", config=config)
+    report = prepare(videos=videos, out=root / "data", config=config, detect=FaceDetector(rotations=(0.0,)))
     return root, report
 
 

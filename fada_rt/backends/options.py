@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ import torch
 from fada_rt.precision import PRECISIONS, Precision
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def default_threads() -> int:
+    """CPU threads for the model in a running call: half the cores (at least 1, at most 8). The other half is
+    for the threads beside it (pacing, paste, encoding, the caller's audio): on 2 cores, 2 model threads
+    made the streaming API 25 % slower than 1, and more under load (docs/calls.md)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,8 @@ class LoadOptions:
     fp32, fp16, bf16, float16, ...; None is fp32); engines have the precision they were exported with.
     ``compile``: torch.compile of the denoiser and decoder (torch). ``cuda_graphs``: replay the denoiser
     as CUDA graphs (torch on CUDA, tensorrt; None: the backend's default, off for torch, on for tensorrt).
-    ``threads``: CPU threads for torch (and onnxruntime's intra-op threads); None: the libraries' choice.
+    ``threads``: CPU threads for torch (and onnxruntime's intra-op threads); None: the libraries' choice
+    (:class:`~fada_rt.api.StreamingAvatar` and ``fada_rt.live`` use :func:`default_threads` instead).
     ``preset``: when given, the checkpoint's or engines' preset must be this one.
     """
 
