@@ -201,3 +201,33 @@ def test_prediction_in_config_round_trip_and_default() -> None:
     assert get_preset("sd15").prediction == "epsilon"  # SD1.5's own parametrisation
     with pytest.raises(ValueError, match=r"model\.prediction"):
         ModelConfig.from_dict({**data, "prediction": "sample"})
+
+
+def test_a_timestep_per_frame(tiny_model: FadaModel) -> None:
+    """Timesteps (B, F): the same value in every frame is the clip's timestep exactly; each frame gets its own
+    time embedding (changing one frame's level changes that frame most); a v-prediction model converts each
+    frame with its own abar (the pipelined sampler's mixed noise levels, docs/design.md §8)."""
+    z, t, cond = random_chunk(tiny_model)
+    f = z.shape[1]
+    denoise = tiny_model.bind(cond)
+    with torch.no_grad():
+        shared = denoise(z, t, branches=("a", "r"))
+        per_frame = denoise(z, t[:, None].expand(-1, f), branches=("a", "r"))
+        mixed_t = t[:, None].expand(-1, f).clone()
+        mixed_t[0, 0] = 100.0
+        mixed = denoise(z, mixed_t, branches=("a",))[0]
+    torch.testing.assert_close(per_frame, shared, atol=1e-5, rtol=1e-5)
+    change = (mixed - shared[0]).abs().flatten(2).mean(-1)[0]  # (F,)
+    assert change[0] > 1e-3 and change[0] == change.max()
+    with pytest.raises(ValueError, match=r"per-frame timestep must be \(B, F\)"):
+        tiny_model.denoiser(z, torch.full((1, f + 1), 600.0), cond.audio_tokens, cond.reference.keys,
+                            cond.reference.values, cond.motion)
+
+    model = make_tiny_model(seed=3)
+    z, _, cond = random_chunk(model)
+    levels = torch.linspace(50.0, 950.0, f)[None]  # (1, F)
+    with torch.no_grad():
+        out_v = model.set_prediction("v").bind(cond)(z, levels, branches=("a",))[0]
+        raw = model.set_prediction("epsilon").bind(cond)(z, levels, branches=("a",))[0]
+    a = SD15_SCHEDULE.alphas_cumprod.float()[levels.round().long()].view(1, f, 1, 1, 1)
+    torch.testing.assert_close(out_v, (1 - a).sqrt() * z + a.sqrt() * raw, atol=1e-5, rtol=1e-5)

@@ -31,9 +31,10 @@ def eps_from_v(sample: Tensor, v: Tensor, abar: Tensor) -> Tensor:
     """``eps = sqrt(1 - abar) z + sqrt(abar) v`` for ``z = sqrt(abar) x0 + sqrt(1 - abar) eps`` and
     ``v = sqrt(abar) eps - sqrt(1 - abar) x0`` (Salimans & Ho 2022, Eq. 9 reparametrised).
 
-    sample, v: (B, F, C, h, w); abar: (B,). Computed in fp32, returned in ``v``'s dtype.
+    sample, v: (B, F, C, h, w); abar: (B,) or, with a noise level per frame, (B, F). Computed in fp32, returned
+    in ``v``'s dtype.
     """
-    a = abar.float().view(-1, *([1] * (v.dim() - 1)))  # (B, 1, 1, 1, 1)
+    a = abar.float().reshape(*abar.shape, *([1] * (v.dim() - abar.dim())))  # (B, 1, 1, 1, 1) or (B, F, 1, 1, 1)
     return ((1.0 - a).sqrt() * sample.float() + a.sqrt() * v.float()).to(v.dtype)
 
 
@@ -119,7 +120,9 @@ class DenoisingUNet(nn.Module):
 
         Args:
             sample: (B, F, C, h, w) noisy latents.
-            timestep: (B,) network timestep, shared by the frames of a clip.
+            timestep: (B,) network timestep, shared by the frames of a clip, or (B, F): one per frame (the frames
+                fold into the UNet's batch, so each gets its own time embedding; the pipelined sampler of
+                docs/design.md §8 keeps frames at different noise levels in one call).
             audio_tokens: (B, F, N_audio, D_audio); zeros for the audio-null branch.
             ref_k, ref_v: per layer (B, HW_l, C_l), from :meth:`reference_kv`.
             motion: per layer (B, M, HW_l, C_l) motion-frame features from the ReferenceNet.
@@ -143,14 +146,17 @@ class DenoisingUNet(nn.Module):
             else:
                 timestep_cond = self.per_frame(self.cfg_embedding.time_condition(cfg), f).to(sample.dtype)
         x = sample.flatten(0, 1)  # (B*F, C, h, w)
-        t = self.per_frame(timestep.reshape(b), f)  # (B*F,)
+        per_frame_t = timestep.dim() == 2
+        if per_frame_t and tuple(timestep.shape) != (b, f):
+            raise ValueError(f"a per-frame timestep must be (B, F) = ({b}, {f}), got {tuple(timestep.shape)}")
+        t = timestep.reshape(b * f) if per_frame_t else self.per_frame(timestep.reshape(b), f)  # (B*F,)
         context = audio_tokens.flatten(0, 1).to(sample.dtype)  # (B*F, N_audio, D_audio)
         out = self.unet(
             x, t, encoder_hidden_states=context, timestep_cond=timestep_cond, cross_attention_kwargs={"fada": ctx}
         ).sample
         out = out.view(sample.shape)  # (B, F, C, h, w)
         if self.config.prediction == "v":
-            index = timestep.reshape(b).float().round().long().clamp(0, self.abar.shape[0] - 1)  # (B,)
+            index = timestep.float().round().long().clamp(0, self.abar.shape[0] - 1)  # (B,) or (B, F)
             out = eps_from_v(sample, out, self.abar[index])
         return out
 

@@ -146,7 +146,7 @@ class BranchedDenoiser:
         self.cfg_conditioned = denoiser.cfg_conditioned
 
     def __call__(self, z: Tensor, timestep: Tensor, *, branches: Sequence[str], cfg: Tensor | None = None) -> Tensor:
-        """z (B, F, C, h, w), timestep (B,) -> eps (len(branches), B, F, C, h, w)."""
+        """z (B, F, C, h, w), timestep (B,) or per frame (B, F) -> eps (len(branches), B, F, C, h, w)."""
         unknown = [br for br in branches if br not in BRANCHES]
         if unknown or not branches:
             raise ValueError(f"branches must be a non-empty subset of {BRANCHES}, got {tuple(branches)}")
@@ -162,7 +162,7 @@ class BranchedDenoiser:
 
         eps = self.denoiser(
             tile(z),
-            tile(timestep.reshape(b)),
+            tile(timestep.reshape(b) if timestep.numel() == b else timestep.reshape(b, z.shape[1])),
             audio,
             [tile(k) for k in c.reference.keys],
             [tile(v) for v in c.reference.values],
