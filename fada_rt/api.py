@@ -377,10 +377,9 @@ class StreamingAvatar:
                 if self.max_latency is not None:  # speech that would play too late is skipped unmade
                     while self._speech.pending_seconds() > self.max_latency and self._speech.take() is not None:
                         self._stats["dropped_frames"] += 1
-                fill = self._fill_allowed()
                 speech = self._speech.frames_ready()
                 need = f + self._lookahead - len(self._decided)
-                if need <= 0 or speech >= need or (fill and (speech > 0 or self._fill_idle())):
+                if need <= 0 or speech >= need or self._fill_allowed():
                     break
                 if self._ending and not self._speech.ended_frames() and not self._has_speech_decided():
                     self._finished = True
@@ -436,8 +435,8 @@ class StreamingAvatar:
     def _fill_idle(self) -> bool:
         """Realtime: the frames queued will not last until another chunk is made, and no speech is flowing (no
         open turn, or its audio stopped coming for a chunk's time: a live source is never cut into)."""
-        if not self.realtime or self._ending:
-            return self._ending and self._has_speech_decided()
+        if self._ending:
+            return False
         low = len(self._out) / self.fps < self._chunk_seconds * 1.25 + 1.0 / self.fps
         flowing = self._speech.open_turn is not None and (
             self.clock() - self._last_push < self.pipeline.chunk_frames / self.fps)
