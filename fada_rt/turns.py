@@ -44,6 +44,7 @@ class _Turn:
     arrivals: deque[tuple[int, float]] = field(default_factory=deque)  # (model samples pushed so far, time)
     ended: bool = False
     taken: int = 0  # frames handed out
+    taken_model: int = 0  # model samples handed out (arrivals count from the turn's start)
 
     def append(self, model: np.ndarray, out: np.ndarray, now: float) -> None:
         if model.size:
@@ -53,8 +54,6 @@ class _Turn:
             self.out_buf.append(out)
             self.out_len += out.size
         self.arrivals.append((self.model_len + self.taken_model, now))
-
-    taken_model: int = 0  # model samples handed out (arrivals count from the turn's start)
 
     def pop(self, buf: list[np.ndarray], n: int) -> np.ndarray:
         whole = np.concatenate(buf) if len(buf) > 1 else (buf[0] if buf else np.zeros(0, np.float32))
