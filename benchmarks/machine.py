@@ -330,7 +330,8 @@ def measure_peak_flops(*, device: torch.device, dtype: torch.dtype, size: int | 
 
 class InstrumentedBackend:
     """A Backend seen through a probe (a :class:`SpanTimer` or :class:`FlopProbe`): each call runs in
-    the probe's span of its category; the bound denoiser also counts NFE (branches per call)."""
+    the probe's span of its category; the bound denoiser also counts frame evaluations (branches x frames per
+    call), which per frame out are the NFE of a chunk or a rolling sampler alike."""
 
     def __init__(self, inner: Any, probe: SpanTimer | FlopProbe) -> None:
         self.inner = inner
@@ -356,6 +357,14 @@ class InstrumentedBackend:
         with self.probe.span("conditions"):
             return self.inner.conditions(reference, motion_latents, windows)
 
+    def motion_features(self, motion_latents: Tensor) -> Any:  # a rolling sampler builds its conditions piecewise
+        with self.probe.span("conditions"):
+            return self.inner.motion_features(motion_latents)
+
+    def audio_tokens(self, windows: Tensor) -> Tensor:
+        with self.probe.span("conditions"):
+            return self.inner.audio_tokens(windows)
+
     def decode(self, latents: Tensor) -> Tensor:
         with self.probe.span("decode"):
             return self.inner.decode(latents)
@@ -370,5 +379,5 @@ class _CountingDenoiser:
 
     def __call__(self, z: Tensor, timestep: Tensor, *, branches: Sequence[str],
                  cfg: Tensor | None = None) -> Tensor:
-        self.owner.nfe += len(branches)  # per sample (B = 1): the paper's NFE-D
+        self.owner.nfe += len(branches) * z.shape[1]  # frame evaluations (B = 1): / frames out = the paper's NFE-D
         return self.bound(z, timestep, branches=branches, cfg=cfg)

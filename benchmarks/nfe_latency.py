@@ -56,14 +56,19 @@ from tqdm import tqdm
 from benchmarks.machine import CpuShare, MemoryProbe, machine_info, measure_peak_flops
 from benchmarks.nfe_backends import BackendFactory, ModelEntry, unavailable_reason
 from benchmarks.nfe_rows import VARIANTS, Row, chunk_flops, markdown_report, run_summary, summarise
+from benchmarks.realtime import realtime_rows
 from fada_rt.backends.base import BackendUnavailable
 from fada_rt.backends.options import precision_arg
 from fada_rt.config import PRESETS, ModelConfig, get_preset
 from fada_rt.models.fada import FadaModel
+from fada_rt.pipeline import AvatarPipeline
 from fada_rt.precision import PRECISIONS, Precision
+from fada_rt.sampling import SAMPLERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BACKEND_NAMES = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
+#: the variants of the real-time rows: the chunked fast student and the rolling sampler, side by side
+REALTIME_VARIANTS = ("fast", "stream")
 
 
 # ---- the benchmark -------------------------------------------------------------------------------
@@ -84,11 +89,15 @@ def run_benchmark(
     checkpoint_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
     seed: int = 0,
+    realtime: float = 10.0,
+    realtime_rounds: int = 2,
     progress: bool = True,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> dict[str, Any]:
     """Run every (variant, backend) of ``preset`` on ``device``; returns the JSON-ready result.
 
+    ``realtime``: seconds of audio each of the fast and stream variants plays in real time after the chunk table
+    (``benchmarks.realtime``; 0 skips), ``realtime_rounds`` times alternating.
     ``flush_denormal`` turns on the CPU's flush-to-zero for the run (restored to off after).
     Random weights drive the samplers' latents far outside their trained range, where attention
     underflows into denormal floats, which x86 computes an order of magnitude slower: without it, a
@@ -107,7 +116,7 @@ def run_benchmark(
         "repeats": repeats, "warmup": warmup, "seed": seed, "variants": list(variants), "backends": list(backends),
         "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": threads or torch.get_num_threads(),
                     "flag": threads},
-        "flush_denormal": flush_denormal,
+        "flush_denormal": flush_denormal, "realtime_s": float(realtime), "realtime_rounds": realtime_rounds,
         "weights": f"checkpoints in {checkpoint_dir}" if checkpoint_dir is not None else f"random init (seed {seed})",
         "work_dir": str(Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir()) / "fada-rt-nfe-latency"),
     }
@@ -139,8 +148,13 @@ def _run(config: ModelConfig, settings: dict[str, Any], *, dev: torch.device, dt
     audio = (rng.standard_normal(samples) * 0.1).astype(np.float32)  # + 1 s: more than any look-ahead
     rows = []
     # engine backends first: exporting reads fp32 CPU weights, the torch backends then move them
+    skipped = []
     for kind in sorted(kinds, key=lambda k: k.startswith("torch")):
         for name in variants:
+            if SAMPLERS[VARIANTS[name].sampler].rolling and not kind.startswith("torch"):
+                skipped.append({"backend": kind, "variant": name, "reason": "the rolling sampler keeps 1..N frames in "
+                                "flight; exported graphs run a static F frames (torch only)"})
+                continue
             backend = factory.get(kind, models[name], VARIANTS[name].role)
             rows.append(Row(VARIANTS[name], kind, backend, image=_image(rng, config), audio=audio, seed=seed))
     rows.sort(key=lambda r: (variants.index(r.variant.name), backends.index(r.backend_name)))
@@ -167,6 +181,15 @@ def _run(config: ModelConfig, settings: dict[str, Any], *, dev: torch.device, dt
     settings = {**settings, "memory_method": memory.method}
     out_rows = [summarise(row, config=config, settings=settings, flops=flops[row.variant.name], peak=peak)
                 for row in rows]
+    live = [n for n in variants if n in REALTIME_VARIANTS] if "torch" in kinds and settings["realtime_s"] > 0 else []
+    realtime = []
+    if live:  # after the chunk table: nothing else runs while the clock is real
+        speech = (rng.standard_normal(round(settings["realtime_s"] * config.audio.sample_rate)) * 0.1).astype(np.float32)
+        pipelines = {n: AvatarPipeline(factory.get("torch", models[n], VARIANTS[n].role), sampler=VARIANTS[n].sampler)
+                     for n in live}
+        log(f"real time: {', '.join(live)}, {settings['realtime_rounds']} rounds of {settings['realtime_s']:g} s each")
+        realtime = realtime_rows(pipelines, image=_image(rng, config), audio=speech,
+                                 rounds=settings["realtime_rounds"], seed=seed)
     return {
         "benchmark": "nfe_latency",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -175,8 +198,9 @@ def _run(config: ModelConfig, settings: dict[str, Any], *, dev: torch.device, dt
                     "cpu_during_timing": cpu_during_timing},
         "peak_flops": peak,
         "rows": out_rows,
-        "summary": run_summary(out_rows, preset=settings["preset"], fps=config.audio.fps),
-        "unavailable": [{"backend": k, "reason": r} for k, r in unavailable.items()],
+        "realtime": realtime,
+        "summary": run_summary(out_rows, preset=settings["preset"], fps=config.audio.fps, realtime=realtime),
+        "unavailable": [{"backend": k, "reason": r} for k, r in unavailable.items()] + skipped,
     }
 
 
@@ -234,9 +258,10 @@ def build_models(config: ModelConfig, *, variants: Sequence[str], seed: int,
     with torch.random.fork_rng(devices=[]):  # the seed stays local to the benchmark
         torch.manual_seed(seed)
         teacher = FadaModel(config).eval()
-        fast = teacher.make_student(VARIANTS["fast"].cfg_mode).eval() if "fast" in variants else None
+        students = {"fast", "stream"} & set(variants)  # the rolling sampler runs the fast student's shape
+        fast = teacher.make_student(VARIANTS["fast"].cfg_mode).eval() if students else None
     shared = ModelEntry(teacher, "teacher" if "balanced" not in variants else None, None)
-    return {name: (ModelEntry(fast, "student", None) if name == "fast" else shared) for name in variants}
+    return {name: (ModelEntry(fast, "student", None) if name in students else shared) for name in variants}
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
@@ -251,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", nargs="+", default=list(BACKEND_NAMES), choices=BACKEND_NAMES, metavar="BACKEND",
                    help=f"backends to run, of {', '.join(BACKEND_NAMES)} (default: all; unavailable ones are reported)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
-                   help="variants to run, of teacher, balanced, fast (default: all)")
+                   help=f"variants to run, of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--frames", type=int, default=None,
                    help="chunk length F in frames (default: the preset's, " +
                         " / ".join(f"{k} {get_preset(k).num_frames}" for k in sorted(PRESETS)) + ")")
@@ -266,11 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-denormals", action="store_true",
                    help="leave the CPU's denormal arithmetic on (default: flush to zero, see run_benchmark)")
     p.add_argument("--checkpoint-dir", default=None,
-                   help="folder with teacher/, balanced/, fast/ checkpoints (default: random init, no downloads)")
+                   help="folder with a checkpoint per variant (teacher/, balanced/, fast/, stream/) (default: random "
+                        "init, no downloads)")
     p.add_argument("--work-dir", default=None,
                    help="where exported engines are cached (default: $TMPDIR/fada-rt-nfe-latency; delete to re-export)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random weights, portraits, audio and noise (default: %(default)s)")
+    p.add_argument("--realtime", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds of audio the fast and stream variants each play in real time on torch, for first-frame "
+                        "and audio-to-frame latency (benchmarks.realtime; 0: skip) (default: %(default)s)")
+    p.add_argument("--realtime-rounds", type=int, default=2, help="alternating real-time rounds per variant "
+                   "(default: %(default)s)")
     p.add_argument("--out", default=None,
                    help="JSON file to write (default: benchmarks/results/nfe_latency_<preset>_<device>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -283,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_benchmark(
             preset=args.preset, device=args.device, backends=args.backend, variants=args.variants, frames=args.frames,
             repeats=args.repeats, warmup=args.warmup, threads=args.threads, dtype=args.dtype,
-            flush_denormal=not args.keep_denormals, checkpoint_dir=args.checkpoint_dir, work_dir=args.work_dir, seed=args.seed, progress=not args.no_progress)
+            flush_denormal=not args.keep_denormals, checkpoint_dir=args.checkpoint_dir, work_dir=args.work_dir,
+            seed=args.seed, realtime=args.realtime, realtime_rounds=args.realtime_rounds, progress=not args.no_progress)
     except (ValueError, BackendUnavailable, FileNotFoundError) as err:
         print(f"nfe_latency: {err}", file=sys.stderr)
         return 2

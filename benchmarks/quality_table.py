@@ -66,6 +66,7 @@ class Method:
     cfg_audio: float | None = None  # guidance scales (None: the checkpoint's default, else the paper's)
     cfg_ref: float | None = None
     rollout: RolloutConfig | None = None  # how chunks are chained (None: the checkpoint's own)
+    lookahead: int | None = None  # frames of audio look-ahead a live run gets (None: the exact features)
 
 
 METHODS: tuple[Method, ...] = (
@@ -152,6 +153,15 @@ METHODS: tuple[Method, ...] = (
     Method("7", "real-voice teacher, DDIM 6 x 3", "teacher-voices", "teacher", "teacher-6x3"),
     Method("7", "real-voice balanced", "distill-voices/balanced", "student", "balanced"),
     Method("7", "real-voice fast (the default)", "distill-voices/fast", "student", "fast"),
+    # the rolling sampler (docs/design.md §8): frames in flight at their own noise levels, 4 steps (one per PeRFlow
+    # window), on the real-voice fast student as it is and on the streaming student tuned from it for per-frame
+    # levels (RUNS/distill-voices/stream, train.distill --variant stream --init-student; shipped as tiny-stream)
+    Method("8", "real-voice fast, rolling 4 x 1 (untuned)", "distill-voices/fast", "student", "stream"),
+    Method("8", "streaming student, rolling 4 x 1 (stream)", "distill-voices/stream", "student", "stream"),
+    # what the audio look-ahead buys (issue 26): the features a live run gets when a frame waits for 1 or 0 frames of
+    # audio after its own instead of the window's 2 (fada_rt.streaming.streamed_windows)
+    Method("8", "streaming student, look-ahead 1 frame", "distill-voices/stream", "student", "stream", lookahead=1),
+    Method("8", "streaming student, look-ahead 0 frames", "distill-voices/stream", "student", "stream", lookahead=0),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
@@ -164,6 +174,8 @@ TABLE_TITLES = {
          "shared by all frames (the teacher trained for it, its students distilled with it); see long_run.md",
     "7": "Shipped — real voices: the endless models trained on both worlds (the formant synthesiser's and world "
          "speech v2's espeak-ng and festival voices) with augmented audio; real_voices.md scores held-out flite",
+    "8": "Shipped — streaming: the rolling sampler (frames in flight, a noise level each, 4 NFE per frame) against "
+         "the chunked fast student of table 7",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),
@@ -201,14 +213,14 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
     summaries, seconds, frames = [], 0.0, 0
     for i, s in enumerate(seeds):
         videos = None if video_dir is None or i else video_dir / _slug(method.name)
-        generated = generate_clips(pipeline, refs, seed=s, video_dir=videos)
+        generated = generate_clips(pipeline, refs, seed=s, video_dir=videos, lookahead=method.lookahead)
         summaries.append(evaluate_clips(generated.clips, refs, extractors=extractors, progress=False)["summary"])
         seconds, frames = seconds + generated.seconds, frames + generated.frames
     g = pipeline.sampler.guidance
     return {"table": method.table, "method": method.name, "nfe": pipeline.nfe, "sampler": method.sampler,
             "cfg": None if g.mode == "conditional" else [float(g.cfg_a), float(g.cfg_r)],
             "checkpoint": str(folder), "train_step": meta["info"].get("step"), "seeds": seeds,
-            "rollout": dataclasses.asdict(pipeline.rollout),
+            "rollout": dataclasses.asdict(pipeline.rollout), "lookahead": method.lookahead,
             **mean_over_seeds(summaries, METRIC_KEYS + MOUTH_KEYS),
             **{f"{k}_seeds": [float(s[k]) for s in summaries] for k in ("sync_distance", "sync_confidence")},
             "seconds_per_frame": seconds / frames, "clips": len(refs)}

@@ -138,7 +138,7 @@ class StreamingAvatar:
         self._emitted, self._t0, self._last_push = 0, None, -math.inf
         self._turn, self._played = None, 0  # the turn being played and its frames emitted
         self._finished_turn: tuple[int, float, float] | None = None  # (turn, pts, played) for the next frame
-        self._chunk_seconds = pipeline.chunk_frames / self.fps  # compute time of the last chunk (an estimate first)
+        self._chunk_seconds = pipeline.step_frames / self.fps  # compute time of the last chunk (an estimate first)
         self._recent: deque[float] = deque(maxlen=50)  # emission times, for the fps
         self._stats = {"frames": 0, "speech_frames": 0, "idle_frames": 0, "dropped_frames": 0, "late_frames": 0,
                        "interrupts": 0, "turns": 0, "latency_ms_last": 0.0, "latency_ms_max": 0.0,
@@ -365,7 +365,7 @@ class StreamingAvatar:
                 self._cond.notify_all()
 
     def _work_once(self) -> bool:
-        f = self.pipeline.chunk_frames
+        f = self.pipeline.step_frames
         with self._cond:
             while True:
                 if self._closed:
@@ -439,5 +439,5 @@ class StreamingAvatar:
             return False
         low = len(self._out) / self.fps < self._chunk_seconds * 1.25 + 1.0 / self.fps
         flowing = self._speech.open_turn is not None and (
-            self.clock() - self._last_push < self.pipeline.chunk_frames / self.fps)
+            self.clock() - self._last_push < self.pipeline.step_frames / self.fps)
         return low and not flowing

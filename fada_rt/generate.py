@@ -200,8 +200,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """The sampler flags and the model-loading flags (:func:`fada_rt.backends.add_load_options`) of generate and live."""
     g = p.add_argument_group("sampler")
     g.add_argument("--sampler", choices=tuple(SAMPLERS), default="fast", help=f"fast: CFG-distilled student, "
-                   f"{SAMPLERS['fast'].nfe} NFE; balanced: student with multi-CFG, {SAMPLERS['balanced'].nfe} NFE; "
-                   f"teacher: trailing DDIM, {SAMPLERS['teacher'].nfe} NFE (default: %(default)s)")
+                   f"{SAMPLERS['fast'].nfe} NFE; stream: the streaming student with frames in flight (a frame out a few "
+                   f"calls after its audio), {SAMPLERS['stream'].nfe} NFE; balanced: student with multi-CFG, "
+                   f"{SAMPLERS['balanced'].nfe} NFE; teacher: trailing DDIM, {SAMPLERS['teacher'].nfe} NFE "
+                   "(default: %(default)s)")
     g.add_argument("--cfg-audio", type=float, default=None, help="audio guidance scale cfg_a of Eq. 9 (default: the "
                    f"checkpoint's own, else the paper's {TEACHER_CFG_A:g}; 1 = no audio guidance)")
     g.add_argument("--cfg-ref", type=float, default=None, help="reference guidance scale cfg_r of Eq. 9 (default: the "

@@ -345,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             source = MicrophoneSource(device=device)
             print(f"microphone: {source.name} at {source.rate} Hz", flush=True)
         pipeline = pipeline_from_args(args)
-        print(f"model: {pipeline.config.preset}, sampler {pipeline.sampler.name} ({pipeline.nfe} NFE per chunk of "
-              f"{pipeline.chunk_frames} frames); Ctrl-C to stop", flush=True)
+        steps = (f"{pipeline.nfe} NFE per frame, frames in flight" if pipeline.rolling
+                 else f"{pipeline.nfe} NFE per chunk of {pipeline.chunk_frames} frames")
+        print(f"model: {pipeline.config.preset}, sampler {pipeline.sampler.name} ({steps}); Ctrl-C to stop", flush=True)
         result = run_live(pipeline=pipeline, image=image, source=source, record=args.record,
                           preview=not args.no_preview, port=args.port, output=args.output, crop=args.crop,
                           face_index=args.face_index, max_side=args.max_side, size=args.size,

@@ -15,7 +15,9 @@ right) the streamed features approximate the offline ones.
 :class:`StreamingSession` is the chunk loop: push audio, ``step()`` generates the next chunk when
 its features are ready, frame ``k`` gets pts ``k / fps`` on the audio sample clock. With
 ``drop_late`` (live), when a newer chunk is already complete the older one is skipped (its frames
-counted as dropped) instead of letting latency grow: frames are dropped, never drifted.
+counted as dropped) instead of letting latency grow: frames are dropped, never drifted. A rolling sampler
+(``--sampler stream``, :mod:`fada_rt.sampling.rolling`) is advanced the same way, one denoiser call at a time, its
+frames joining as soon as their features are ready and leaving a few calls later.
 """
 
 from __future__ import annotations
@@ -63,10 +65,17 @@ class AudioFeatureStream:
     """
 
     def __init__(self, extract: Callable[[Tensor], Tensor], audio: AudioConfig,
-                 context: FeatureContext | None = None) -> None:
+                 context: FeatureContext | None = None, *, lookahead: int | None = None) -> None:
+        """``lookahead``: frames of audio after a frame that must have arrived before it is ready, 0..w (None: w,
+        every feature exact). With fewer, the window's later frames are computed from the audio there is, as if
+        the clip ended there (offline, :func:`streamed_windows`), trading their accuracy for latency."""
         self.extract = extract
         self.spf = audio.samples_per_frame
         self.window = audio.window
+        self.lookahead_frames = audio.window if lookahead is None else lookahead
+        if not (isinstance(self.lookahead_frames, int) and 0 <= self.lookahead_frames <= audio.window):
+            raise ValueError(f"lookahead must be 0..{audio.window} frames (the audio window's half width), "
+                             f"got {lookahead!r}")
         self.context = context if context is not None else FeatureContext.for_config(audio)
         self.left_frames = math.ceil(self.context.left / self.spf)
         self.total = 0  # samples pushed
@@ -87,15 +96,16 @@ class AudioFeatureStream:
 
     @property
     def lookahead(self) -> int:
-        """Samples needed after a frame's end before its features are exact."""
-        return self.window * self.spf + self.context.right
+        """Samples needed after a frame's end before it is ready (exact features: ``w`` frames + the STFT's right
+        context)."""
+        return self.lookahead_frames * self.spf + self.context.right
 
     @property
     def ready(self) -> int:
         """Frames whose features can be popped now."""
         if self.finished:
             return self.total_frames - self.next_frame
-        exact_end = (self.total - self.context.right) // self.spf - self.window  # frames k < exact_end
+        exact_end = (self.total - self.context.right) // self.spf - self.lookahead_frames  # frames k < exact_end
         return max(0, exact_end - self.next_frame)
 
     @property
@@ -151,6 +161,23 @@ class AudioFeatureStream:
             self._buf_start = keep_from
 
 
+def streamed_windows(extract: Callable[[Tensor], Tensor], wave: np.ndarray, audio: AudioConfig, *,
+                     lookahead: int) -> Tensor:
+    """The windowed features ``(1, T, 2w+1, L, D)`` a live run with ``lookahead`` frames gets for the clip ``wave``:
+    the audio arrives frame by frame and each frame is taken as soon as it is ready (for lookahead = w they equal
+    the offline features)."""
+    stream = AudioFeatureStream(extract, audio, lookahead=lookahead)
+    spf, out = audio.samples_per_frame, []
+    for start in range(0, len(wave), spf):
+        stream.push(wave[start : start + spf])
+        while stream.ready:
+            out.append(stream.pop(1))
+    stream.finish()
+    while stream.ready:
+        out.append(stream.pop(1))
+    return torch.cat(out, dim=1)
+
+
 # ---- the chunk loop ------------------------------------------------------------------------------
 
 
@@ -188,7 +215,10 @@ class StreamingSession:
     """Push mono audio at the model's sample rate, pull chunks of frames with pts on the audio sample clock."""
 
     def __init__(self, pipeline: AvatarPipeline, avatar: Avatar, *, generator: torch.Generator,
-                 drop_late: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+                 drop_late: bool = False, clock: Callable[[], float] = time.monotonic,
+                 lookahead: int | None = None) -> None:
+        """``lookahead``: frames of audio a frame waits for after its own (None: the audio window's, exact
+        features; see :class:`AudioFeatureStream`)."""
         self.pipeline = pipeline
         self.avatar = avatar
         self.generator = generator
@@ -198,7 +228,7 @@ class StreamingSession:
         self.fps = audio.fps
         self.spf = audio.samples_per_frame
         self.sample_rate = audio.sample_rate
-        self.features = AudioFeatureStream(pipeline.backend.audio_features, audio)
+        self.features = AudioFeatureStream(pipeline.backend.audio_features, audio, lookahead=lookahead)
         self.state: ChunkState = pipeline.initial_state(avatar)
         self.stats = SessionStats()
         self._arrivals: deque[tuple[int, float]] = deque()  # (end sample of a pushed block, arrival time)
@@ -209,16 +239,18 @@ class StreamingSession:
 
     @property
     def chunk_frames(self) -> int:
-        return self.pipeline.chunk_frames
+        """Frames one step waits for: a chunk, or for a rolling sampler the frames joining per call."""
+        return self.pipeline.step_frames
 
     @property
     def done(self) -> bool:
         with self._lock:
-            return self.features.done
+            return self.features.done and self.state.in_flight == 0
 
     @property
     def latency_floor(self) -> float:
-        """Seconds of audio a frame waits for before it can be generated (chunk + look-ahead)."""
+        """Seconds of audio a frame waits for before it can be generated (chunk, or one frame for a rolling sampler,
+        + look-ahead)."""
         return (self.chunk_frames * self.spf + self.features.lookahead) / self.sample_rate
 
     def pending_seconds(self) -> float:
@@ -245,24 +277,36 @@ class StreamingSession:
             self.features.finish()
 
     def truncate(self) -> None:
-        """Drop the audio pushed for frames not generated yet (see :meth:`AudioFeatureStream.truncate`)."""
+        """Drop the audio pushed for frames not generated yet (see :meth:`AudioFeatureStream.truncate`) and a rolling
+        sampler's frames in flight (their indices are skipped, as a chunk being made when it is truncated)."""
         with self._lock:
             self.features.truncate()
             self._prune_arrivals(self.features.total)
+            if self.state.in_flight:
+                self.state = dataclasses.replace(self.state, flight=None, stage=None, flight_windows=None,
+                                                 next_frame=self.features.next_frame)
 
     def set_avatar(self, avatar: Avatar) -> None:
-        """Switch portraits between chunks (call from the stepping thread); motion restarts from it."""
+        """Switch portraits between chunks (call from the stepping thread); motion restarts from it. A rolling
+        sampler's frames in flight finish under the new portrait."""
         self.avatar = avatar
-        self.state = dataclasses.replace(self.pipeline.initial_state(avatar), next_frame=self.state.next_frame,
-                                         chunks=self.state.chunks)
+        st = self.state
+        self.state = dataclasses.replace(self.pipeline.initial_state(avatar), next_frame=st.next_frame,
+                                         chunks=st.chunks, flight=st.flight, stage=st.stage,
+                                         flight_windows=st.flight_windows)
 
     def chunk_ready(self) -> bool:
         with self._lock:
             ready = self.features.ready
+            if self.pipeline.rolling:
+                return ready > 0 or self.state.in_flight > 0
             return ready >= self.chunk_frames or (self.features.finished and ready > 0)
 
     def step(self) -> ChunkOutput | None:
-        """Generate the next chunk if its audio is complete (else None); pushes are not blocked meanwhile."""
+        """Generate the next chunk if its audio is complete (else None); pushes are not blocked meanwhile. A rolling
+        sampler calls the denoiser until frames come out (:meth:`_step_rolling`)."""
+        if self.pipeline.rolling:
+            return self._step_rolling()
         f = self.chunk_frames
         with self._lock:
             ready = self.features.ready
@@ -284,6 +328,40 @@ class StreamingSession:
             latency = np.array([now - self._arrival_of(int(c)) for c in centres])
             self._prune_arrivals(first * self.spf)
             self._update_stats(n, dropped, latency, now, compute=now - start)
+        return ChunkOutput(frames=frames, first_frame=first, dropped_before=dropped, fps=self.fps, latency=latency)
+
+    def _step_rolling(self) -> ChunkOutput | None:
+        """Rolling sampler: call after call, the next ready frames (up to ``step_frames``) join and every frame in
+        flight takes a step, until frames come out; None when nothing is ready or in flight. Frames in flight are
+        never held back for audio: with compute to spare, a frame leaves ``num_steps`` calls after its audio is
+        ready. ``drop_late`` skips a backlog of two windows, only while nothing is in flight."""
+        group, window = self.chunk_frames, self.chunk_frames * self.pipeline.sampler.plan.num_steps
+        dropped, start = 0, None
+        while True:
+            with self._lock:
+                ready = self.features.ready
+                if ready == 0 and self.state.in_flight == 0:
+                    return None
+                if start is None:
+                    start = self.clock()
+                while self.drop_late and self.state.in_flight == 0 and self.features.ready >= 2 * window:
+                    self.features.skip(window)
+                    dropped += window
+                if self.state.in_flight == 0:
+                    self.state = dataclasses.replace(self.state, next_frame=self.features.next_frame)
+                first = self.state.next_frame
+                n = min(group, self.features.ready)
+                windows = self.features.pop(n) if n else None  # (1, n, 2w+1, L, D)
+            frames, self.state = self.pipeline.advance(self.avatar, self.state, windows, generator=self.generator)
+            if len(frames):
+                break
+        now = self.clock()
+        with self._lock:
+            e = len(frames)
+            centres = (first + np.arange(e)) * self.spf + self.spf // 2
+            latency = np.array([now - self._arrival_of(int(c)) for c in centres])
+            self._prune_arrivals(first * self.spf)
+            self._update_stats(e, dropped, latency, now, compute=now - start)
         return ChunkOutput(frames=frames, first_frame=first, dropped_before=dropped, fps=self.fps, latency=latency)
 
     def _arrival_of(self, sample: int) -> float:

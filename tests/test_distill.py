@@ -323,3 +323,54 @@ def test_cfg_lr_scale_speeds_up_only_the_cfg_conditioning(world, tmp_path: Path)
     assert moved[10.0][1] == pytest.approx(moved[1.0][1], rel=1e-3)
     with pytest.raises(ValueError, match="cfg_lr_scale must be"):
         dataclasses.replace(VARIANTS["fast"], cfg_lr_scale=0.0)
+
+
+def test_streaming_student_targets_come_from_each_frames_own_window_solve(world) -> None:
+    """Per-frame windows: every frame's teacher window end is that of a solve of the whole clip at the frame's window
+    (the teacher knows one level per clip), and inputs/targets follow per frame."""
+    config = _quick(VARIANTS["stream"], substeps=2)
+    _, teacher, cache = world
+    batch = ChunkSampler(cache, config=teacher.config, seed=0).batch(step=3, batch_size=2).first_frames(3)
+    windows = PerflowWindows(num_windows=config.num_windows)
+    d = draw_step(batch, config, windows, step=3, rank=0)
+    assert d.t.shape == d.window.shape == (2, 3) and bool((d.t[:, 1:] >= d.t[:, :-1]).all())
+    d.t[:] = torch.tensor([[0.2, 0.45, 0.95], [0.6, 0.7, 0.95]])
+    d.window[:] = windows.window_of(d.t)
+    plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
+    targets = distillation_batch(teacher, batch, d, plan, config)
+    conditions = teacher.conditions(batch.reference, batch.motion, batch.audio)
+    guidance = Guidance(mode="multi", cfg_a=d.cfg[:, 0], cfg_r=d.cfg[:, 1])
+    for k in (1, 2, 3, 4):
+        window = torch.full((2,), k)
+        z_start = window_start_latent(x0=batch.x0, eps=d.eps, window=window, windows=windows)
+        solved = teacher_window_solve(denoiser=BranchedDenoiser(teacher.denoiser, conditions), z_start=z_start,
+                                      window=window, guidance=guidance, plan=plan).z_end
+        mine = d.window == k  # (B, F)
+        torch.testing.assert_close(targets.z_end[mine], solved[mine], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(targets.timestep, d.t * 1000)
+    student = teacher.make_student(config.cfg_mode)
+    out = compute_losses(objective=DistillObjective(student), batch=batch, draws=d, targets=targets, config=config)
+    assert out.l_distill.shape == (2,) and bool(torch.isfinite(out.total))
+
+
+def test_a_streaming_run_starts_from_the_student_it_is_given(world, tmp_path: Path) -> None:
+    _, teacher, cache = world
+    config = _quick(VARIANTS["stream"], steps=1)
+    init = teacher.make_student("layer_tokens", seed=1)
+    randomize_zero_init(init, seed=9)
+    sampler = ChunkSampler(cache, config=teacher.config, seed=0)
+    distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "s", init=init)
+    trained, _ = load_model(tmp_path / "s" / "student", role="student")
+    fresh = teacher.make_student("layer_tokens", seed=config.seed)
+    def distance(a, b) -> float:
+        pb = dict(b.named_parameters())
+        return sum(float((p.detach() - pb[n].detach()).square().sum()) for n, p in a.named_parameters()) ** 0.5
+
+    assert distance(trained, init) < 0.1 * distance(fresh, init)  # one small step from init, not from the teacher
+    rows = (tmp_path / "s" / "samples.csv").read_text().splitlines()
+    assert ";" in rows[1].split(",")[4] or rows[1].split(",")[4].isdigit()  # per-frame windows
+    with pytest.raises(ValueError, match="cfg mode"):
+        distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "t",
+                init=teacher.make_student("none"))
+    with pytest.raises(ValueError, match="motion_map 'dataset'"):
+        dataclasses.replace(config, motion_weight=1.0, motion_map="chunk")

@@ -32,11 +32,11 @@ ROW_FIELDS = ("variant", "backend", "preset", "nfe", "chunk_latency_median_s", "
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One CLI run in its own process (as a user runs it): tiny, F=2, one repetition, torch eager,
-    plus two backends that cannot run on a CPU machine."""
+    plus two backends that cannot run on a CPU machine; 1.5 s of real time per fast / stream row."""
     out = tmp_path_factory.mktemp("nfe") / "result.json"
     cmd = [sys.executable, "-m", "benchmarks.nfe_latency", "--preset", "tiny", "--device", "cpu",
            "--frames", str(FRAMES), "--repeats", "1", "--warmup", "0", "--backend", "torch", "torch-compiled", "tensorrt",
-           "--out", str(out), "--no-progress"]
+           "--realtime", "1.5", "--realtime-rounds", "1", "--out", str(out), "--no-progress"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
@@ -46,12 +46,13 @@ def run(tmp_path_factory):
 def test_json_rows_have_the_fields_and_the_counted_nfe(run):
     result, _ = run
     rows = {r["variant"]: r for r in result["rows"]}
-    assert set(rows) == {"teacher", "balanced", "fast"}
+    assert set(rows) == {"teacher", "balanced", "fast", "stream"}
     for r in rows.values():
         assert all(k in r for k in ROW_FIELDS), sorted(set(ROW_FIELDS) - set(r))
-        assert (r["backend"], r["preset"], r["chunk_frames"]) == ("torch", "tiny", FRAMES)
-    # NFE is counted at the backend (CFG branches per denoiser call, summed over the chunk)
-    assert {v: r["nfe"] for v, r in rows.items()} == {"teacher": 75, "balanced": 18, "fast": 6}
+        frames = 1 if r["variant"] == "stream" else FRAMES  # a rolling step: one call, one frame out
+        assert (r["backend"], r["preset"], r["chunk_frames"]) == ("torch", "tiny", frames)
+    # NFE is counted at the backend (branches x frames per denoiser call, summed over the step, per frame out)
+    assert {v: r["nfe"] for v, r in rows.items()} == {"teacher": 75, "balanced": 18, "fast": 6, "stream": 4}
     assert result["summary"]["nfe_ratio_teacher_fast"] == 12.5
     assert set(result["summary"]["teacher_fast_ratio"]) == {"torch"}
 
@@ -60,13 +61,15 @@ def test_json_rows_have_the_fields_and_the_counted_nfe(run):
 def test_reported_columns_follow_their_definitions(run):
     result, _ = run
     audio_s = FRAMES / 25
-    floor = (FRAMES * 640 + 2 * 640 + 120) / 16000  # chunk audio + mel look-ahead (w = 2 frames + 120 samples)
     for r in result["rows"]:
+        rolling = r["variant"] == "stream"
+        frames, calls = (1, 4) if rolling else (FRAMES, 1)  # a rolling first frame: one call per stage
+        floor = (frames * 640 + 2 * 640 + 120) / 16000  # step audio + mel look-ahead (w = 2 frames + 120 samples)
         med = r["chunk_latency_median_s"]
-        assert r["fps"] == pytest.approx(FRAMES / med)
-        assert r["rtf"] == pytest.approx(med / audio_s)
+        assert r["fps"] == pytest.approx(frames / med)
+        assert r["rtf"] == pytest.approx(med / (audio_s if not rolling else 1 / 25))
         assert r["latency_floor_s"] == pytest.approx(floor)
-        assert r["first_frame_latency_s"] == pytest.approx(floor + med)
+        assert r["first_frame_latency_s"] == pytest.approx(floor + calls * med)
         assert r["chunk_latency_p90_s"] >= med >= r["chunk_latency_min_s"] > 0
         parts = r["breakdown_median_s"]
         assert set(parts) == {"audio_features", "conditions", "denoise", "vae_decode", "other"}
@@ -79,6 +82,23 @@ def test_reported_columns_follow_their_definitions(run):
     # teacher and balanced are the same network with 3 branches per call: 25 vs 6 calls
     assert flops["teacher"]["denoise"] * 6 == flops["balanced"]["denoise"] * 25
     assert flops["teacher"]["vae_decode"] == flops["fast"]["vae_decode"] > 0
+    assert flops["stream"]["vae_decode"] * FRAMES == flops["fast"]["vae_decode"]  # one frame decoded per call
+
+
+@pytest.mark.slow
+def test_realtime_rows_time_the_chunked_and_rolling_samplers_side_by_side(run):
+    result, stdout = run
+    live = {r["variant"]: r for r in result["realtime"]}
+    assert set(live) == {"fast", "stream"}
+    for r in live.values():
+        assert r["frames"] == 38 == len(r["runs"]) * 38 and r["audio_s"] == 1.5  # ceil(1.5 s x 25 fps)
+        # nothing comes out before its audio (and look-ahead) was spoken
+        assert r["first_frame_s"] >= r["latency_floor_s"] and r["latency_median_s"] >= 0.5 / 25
+        assert r["latency_p90_s"] >= r["latency_median_s"] and r["latency_max_s"] >= r["latency_p90_s"]
+    assert live["stream"]["latency_floor_s"] == pytest.approx((640 + 2 * 640 + 120) / 16000)
+    names = {t["name"] for t in result["summary"]["targets"]}
+    assert "stream first frame in real time (s)" in names
+    assert "| stream | torch |" in stdout and "audio-to-frame" in stdout
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from conftest import make_tiny_model, randomize_zero_init
 
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.pipeline import AvatarPipeline
-from fada_rt.streaming import AudioFeatureStream, FeatureContext, StreamingSession
+from fada_rt.streaming import AudioFeatureStream, FeatureContext, StreamingSession, streamed_windows
 
 #: Streamed mel features vs the offline MelFrontend on the whole clip. Both compute every value
 #: from the same samples with the same STFT frames, so they agree to float rounding (measured: 0).
@@ -190,3 +190,126 @@ def test_switching_avatar_restarts_motion_from_the_new_reference(pipeline, face)
     m = pipeline.motion_frames
     assert torch.equal(session.state.motion_latents, other.latent[:, None].expand(-1, m, -1, -1, -1))
     assert session.state.chunks == 1
+
+
+# ---- the rolling sampler (--sampler stream) --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rolling(pipeline) -> AvatarPipeline:
+    return AvatarPipeline(pipeline.backend, sampler="stream")
+
+
+def _session_frames(session, wave, rng=None):
+    outs, pos = [], 0
+    while pos < wave.size:
+        n = wave.size if rng is None else int(rng.integers(200, 3000))
+        session.push(wave[pos:pos + n])
+        pos += n
+        while (out := session.step()) is not None:
+            outs.append(out)
+    session.finish()
+    while (out := session.step()) is not None:
+        outs.append(out)
+    return outs
+
+
+def test_rolling_session_emits_every_frame_once_in_order(rolling, face):
+    wave = speechy(1.3, seed=4)  # 33 frames
+    offline = np.concatenate(list(rolling.frames(rolling.prepare(face), rolling.audio_windows(wave),
+                                                 generator=torch.Generator().manual_seed(3))))
+    session = StreamingSession(rolling, rolling.prepare(face), generator=torch.Generator().manual_seed(3))
+    session.push(wave)
+    session.finish()  # all audio known: every call admits the next frame, the offline schedule
+    outs = _session_frames(session, wave[:0])
+    frames = np.concatenate([o.frames for o in outs])
+    assert len(frames) == len(offline) == 33 and session.done
+    np.testing.assert_allclose(np.concatenate([o.pts for o in outs]), np.arange(33) / 25)
+    assert np.abs(frames.astype(int) - offline.astype(int)).max() <= 1
+    # pieces of audio: frames join whenever ready, so the schedule (and pixels) differ, never the frames' order
+    pieces = _session_frames(StreamingSession(rolling, rolling.prepare(face), generator=torch.Generator().manual_seed(3)),
+                             wave, np.random.default_rng(1))
+    np.testing.assert_allclose(np.concatenate([o.pts for o in pieces]), np.arange(33) / 25)
+
+
+def test_rolling_first_frame_needs_one_frame_of_audio_and_the_lookahead(rolling, face):
+    """A chunk sampler waits for a chunk; the rolling one emits frame 0 once frame 0's features are exact, after
+    one call per step of its plan."""
+    session = StreamingSession(rolling, rolling.prepare(face), generator=torch.Generator().manual_seed(0))
+    need = SPF + session.features.lookahead
+    session.push(speechy(1.0)[: need - 1])
+    assert not session.chunk_ready() and session.step() is None
+    session.push(np.zeros(1, np.float32))
+    out = session.step()
+    assert out is not None and out.first_frame == 0 and len(out.frames) == 1
+    assert session.state.chunks == rolling.sampler.plan.num_steps == 4  # frame 0 went through the 4 stages alone
+    assert session.latency_floor == pytest.approx(need / 16000)
+    session.push(speechy(0.2, seed=1))
+    out = session.step()  # frames 1.. join: one call each time, the older ones leave
+    assert out.first_frame == 1 and session.state.in_flight >= 1
+
+
+def test_rolling_truncate_drops_frames_in_flight_and_skips_their_indices(rolling, face):
+    session = StreamingSession(rolling, rolling.prepare(face), generator=torch.Generator().manual_seed(0))
+    session.push(speechy(0.6))
+    session.step()
+    session.step()
+    assert session.state.in_flight > 0
+    popped = session.features.next_frame
+    session.truncate()
+    assert session.state.in_flight == 0 and session.state.next_frame == popped
+    session.push(speechy(0.3, seed=2))
+    assert session.step().first_frame == popped
+
+
+def test_rolling_and_chunk_entry_points_refuse_each_other(pipeline, rolling, face):
+    avatar = pipeline.prepare(face)
+    windows = pipeline.audio_windows(speechy(0.3))
+    with pytest.raises(ValueError, match="advance"):
+        rolling.generate(avatar, windows[:, :8], rolling.initial_state(avatar), generator=torch.Generator())
+    with pytest.raises(ValueError, match="generate"):
+        pipeline.advance(avatar, pipeline.initial_state(avatar), windows[:, :1], generator=torch.Generator())
+    with pytest.raises(ValueError, match="no frames in flight"):
+        rolling.advance(avatar, rolling.initial_state(avatar), None, generator=torch.Generator())
+    with pytest.raises(ValueError, match="group"):
+        AvatarPipeline(pipeline.backend, sampler="stream", group=0)
+
+
+def test_rolling_reuses_the_motion_features_of_latents_it_saw(rolling, face, monkeypatch):
+    """Each call shifts the motion latents by the frames that came out: the ReferenceNet runs only on the new ones,
+    and the features equal a full recomputation."""
+    avatar = rolling.prepare(face)
+    windows = rolling.audio_windows(speechy(0.5))
+    state, gen = rolling.initial_state(avatar), torch.Generator().manual_seed(0)
+    seen = []
+    inner = rolling.backend.motion_features
+    monkeypatch.setattr(rolling.backend, "motion_features", lambda m: seen.append(m.shape[1]) or inner(m))
+    for k in range(8):
+        _, state = rolling.advance(avatar, state, windows[:, k : k + 1], generator=gen)
+        motion, features = state.motion_cache
+        for got, full in zip(features, inner(motion)):
+            torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    # the first call sees the portrait twice; calls 2-4 the same latents (no frame out yet): nothing runs; then one
+    # frame out per call: one new latent each
+    assert seen == [2, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("lookahead", [0, 1, 2])
+def test_a_shorter_lookahead_is_exact_up_to_the_frames_it_waits_for(pipeline, lookahead):
+    """A frame waiting for L frames of audio after its own gets the offline features in its window's slots up to
+    k + L (the rest are computed from the audio there was); L = w is the offline feature exactly."""
+    wave = speechy(1.2, seed=3)
+    offline = pipeline.audio_windows(wave)  # (1, T, 2w+1, L, D)
+    audio = pipeline.config.audio
+    streamed = streamed_windows(pipeline.backend.audio_features, wave, audio, lookahead=lookahead)
+    assert streamed.shape == offline.shape
+    w = audio.window
+    exact = slice(0, w + lookahead + 1)
+    torch.testing.assert_close(streamed[:, :, exact], offline[:, :, exact], atol=FEATURE_TOLERANCE, rtol=0)
+    if lookahead < w:
+        assert (streamed[:, 5:-5, w + lookahead + 1 :] - offline[:, 5:-5, w + lookahead + 1 :]).abs().max() > 1e-2
+    stream = AudioFeatureStream(pipeline.backend.audio_features, audio, lookahead=lookahead)
+    stream.push(wave[: SPF + lookahead * SPF + stream.context.right])
+    assert stream.ready == 1 and stream.lookahead == lookahead * SPF + 120
+    with pytest.raises(ValueError, match="lookahead"):
+        AudioFeatureStream(pipeline.backend.audio_features, audio, lookahead=w + 1)

@@ -23,6 +23,7 @@ batch is a pure function of its step: resuming a run replays it exactly, on any 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,18 @@ class ChunkBatch:
     audio: Tensor  # (B, F, 2w+1, L, D) windowed audio features
     clip_ids: tuple[str, ...]
     starts: tuple[int, ...]
+
+    def first_frames(self, n: int) -> ChunkBatch:
+        """The first ``n`` frames of every chunk (the frames right after its motion frames)."""
+        if not 1 <= n <= self.x0.shape[1]:
+            raise ValueError(f"first_frames needs 1 <= n <= {self.x0.shape[1]}, got {n}")
+        return dataclasses.replace(self, x0=self.x0[:, :n], audio=self.audio[:, :n])
+
+    def select(self, index: Tensor) -> ChunkBatch:
+        """The samples at ``index`` (int64, repeats allowed)."""
+        ids = index.tolist()
+        return ChunkBatch(self.x0[index], self.reference[index], self.motion[index], self.audio[index],
+                          tuple(self.clip_ids[i] for i in ids), tuple(self.starts[i] for i in ids))
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> ChunkBatch:
         return ChunkBatch(self.x0.to(device, dtype), self.reference.to(device, dtype), self.motion.to(device, dtype),

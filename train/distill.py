@@ -29,6 +29,7 @@ and kind) when the dataset has labels — for analysis only; training never read
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -49,9 +50,12 @@ from fada_rt.sampling import (
     Guidance,
     PerflowWindows,
     WindowSolvePlan,
+    draw_frame_times,
     draw_training_times,
     make_distillation_batch,
     mixed_supervision_loss,
+    teacher_window_solve,
+    window_start_latent,
 )
 from fada_rt.sampling.perflow import TargetKind
 from train.cli import HelpFormatter, add_dataclass_options, config_dict, dataclass_from_args
@@ -95,9 +99,23 @@ class DistillConfig(TrainConfig):
     #: multiple of the learning rate: it starts inert (zero output projection) and must learn the whole scale
     #: response
     cfg_lr_scale: float = 1.0
+    #: the streaming student of the rolling sampler (docs/design.md §8): 0 trains on whole chunks at one noise
+    #: level; N > 0 on windows of 1..N frames (the first after the motion frames) at per-frame, monotone levels
+    #: (fada_rt.sampling.draw_frame_times), each frame's target from the teacher's solve of the clip at its window
+    stream_frames: int = 0
+    #: streaming student: the share of samples drawn as a full pipeline (consecutive windows) rather than sorted
+    #: independent levels
+    p_pipeline: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.stream_frames, int) or self.stream_frames < 0:
+            raise ValueError(f"stream_frames must be an int >= 0 (0: chunk student), got {self.stream_frames!r}")
+        if not 0.0 <= self.p_pipeline <= 1.0:
+            raise ValueError(f"p_pipeline must be in [0, 1], got {self.p_pipeline}")
+        if self.stream_frames and self.motion_weight > 0 and self.motion_map == "chunk":
+            raise ValueError("a streaming student's windows may hold one frame, too few for each chunk's own motion "
+                             "map: use motion_map 'dataset' (or motion_weight 0)")
         if self.cfg_mode not in CFG_MODES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, got {self.cfg_mode!r}")
         if not (math.isfinite(self.cfg_lr_scale) and self.cfg_lr_scale > 0):
@@ -121,6 +139,7 @@ class DistillConfig(TrainConfig):
         keys = ["batch_size", "manifest", "num_windows", "substeps", "seed", "p_motion_from_reference", "motion_noise_steps",
                 "noise_sharing_max", "reference_sink"]
         keys += ["audio_augment"] if self.audio_augment else []  # solves of runs without it keep their key
+        keys += ["stream_frames", "p_pipeline"] if self.stream_frames else []
         keys += ["cfg_a_range", "cfg_r_range"] if self.cfg_conditioned else ["p_drop_audio", "p_drop_both"]
         return {"conditioning": "cfg" if self.cfg_conditioned else "branch",
                 **{k: getattr(self, k) for k in keys}}
@@ -145,6 +164,8 @@ VARIANTS: dict[str, DistillConfig] = {
     "cfg-time-embed": _variant(cfg_mode="time_embed", gt=ADAPTIVE_025),
     "cfg-layer-mlp": _variant(cfg_mode="layer_mlp", gt=ADAPTIVE_025),
     "fast": _variant(cfg_mode="layer_tokens", gt=ADAPTIVE_025),  # CFG layer with tokens
+    # the fast student for the rolling sampler: per-frame levels over windows of up to K frames
+    "stream": _variant(cfg_mode="layer_tokens", gt=ADAPTIVE_025, stream_frames=4),
 }
 
 
@@ -173,18 +194,30 @@ class SampleBranchDenoiser:
 @dataclass
 class StepDraws:
     eps: Tensor  # (B, F, C, h, w)
-    t: Tensor  # (B,) training time
-    window: Tensor  # (B,) int64
+    t: Tensor  # (B,) training time, or (B, F) per frame (streaming student)
+    window: Tensor  # (B,) or (B, F) int64
     cfg: Tensor  # (B, 2) [cfg_a, cfg_r]
     keep_audio: Tensor  # (B,) bool
     keep_ref: Tensor  # (B,) bool
+
+
+def window_frames(config: DistillConfig, num_frames: int, *, step: int, rank: int) -> int:
+    """Frames of a step's window: the whole chunk, or for the streaming student 1..stream_frames (at most the
+    chunk), drawn per step as the rolling sampler's frames in flight vary."""
+    if not config.stream_frames:
+        return num_frames
+    gen = torch.Generator().manual_seed(step_seed(config.seed, step, rank, stream=3))
+    return int(torch.randint(1, min(config.stream_frames, num_frames) + 1, (), generator=gen))
 
 
 def draw_step(batch: ChunkBatch, config: DistillConfig, windows: PerflowWindows, *, step: int, rank: int) -> StepDraws:
     gen = torch.Generator().manual_seed(step_seed(config.seed, step, rank, stream=2))
     b = batch.x0.shape[0]
     eps = torch.randn(batch.x0.shape, generator=gen)
-    t, window = draw_training_times(batch_size=b, windows=windows, generator=gen)
+    if config.stream_frames:
+        t, window = draw_frame_times(b, batch.x0.shape[1], windows=windows, generator=gen, p_pipeline=config.p_pipeline)
+    else:
+        t, window = draw_training_times(batch_size=b, windows=windows, generator=gen)
     lo = torch.tensor([config.cfg_a_range[0], config.cfg_r_range[0]])
     hi = torch.tensor([config.cfg_a_range[1], config.cfg_r_range[1]])
     cfg = lo + (hi - lo) * torch.rand(b, 2, generator=gen)
@@ -236,6 +269,7 @@ def distill(
     config: DistillConfig,
     run_dir: str | Path,
     solve_cache: SolveCache | None = None,
+    init: FadaModel | None = None,
     labels: dict[str, dict[str, Any]] | None = None,
     stop_after: int | None = None,
     time_limit: float | None = None,
@@ -243,13 +277,24 @@ def distill(
     validate_every: int = 0,
     info: dict[str, Any] | None = None,
 ) -> list[float]:
-    """Distil a student from ``teacher`` into ``run_dir`` (resumable); returns this call's losses. The
-    teacher is moved to the run's device (accelerate's: a GPU where there is one) and left there."""
+    """Distil a student from ``teacher`` into ``run_dir`` (resumable); returns this call's losses. The student
+    starts as the teacher plus ``config.cfg_mode``'s conditioning, or as a copy of ``init`` (a student of that
+    mode, e.g. the fast student a streaming student is tuned from). The teacher is moved to the run's device
+    (accelerate's: a GPU where there is one) and left there."""
     windows = PerflowWindows(num_windows=config.num_windows, target=config.target)
     plan = WindowSolvePlan.make(windows=windows, substeps=config.substeps)
-    student = teacher.make_student(config.cfg_mode, seed=config.seed).set_trainable().train()  # runs repeat
+    if init is None:
+        student = teacher.make_student(config.cfg_mode, seed=config.seed)  # runs repeat
+    elif init.config.cfg.mode != config.cfg_mode:
+        raise ValueError(f"the student to start from has cfg mode {init.config.cfg.mode!r}, this run trains "
+                         f"{config.cfg_mode!r}: start from a student of the same variant family")
+    else:
+        student = copy.deepcopy(init)
+    student = student.set_trainable().train()
+    anchor = student.config.rollout.motion_anchor  # a runtime setting (checkpoint --set-rollout): kept
     student.config = trained_rollout(student.config, motion_noise_steps=config.motion_noise_steps,
                                      noise_sharing_max=config.noise_sharing_max, reference_sink=config.reference_sink)
+    student.config = student.config.replace(rollout=dataclasses.replace(student.config.rollout, motion_anchor=anchor))
     teacher = teacher.eval()  # its solves run under no_grad
     fixed_map = fixed_motion_map(config.motion_map, sampler, config.motion_weight)
     objective = DistillObjective(student, config.motion_weight, fixed_map)
@@ -265,6 +310,7 @@ def distill(
             teacher.to(device)  # (accelerate moves only the objective, which holds the student)
             teacher_device = device
         batch = sampler.batch(step=step, batch_size=config.batch_size, rank=rank).to(device)
+        batch = batch.first_frames(window_frames(config, batch.x0.shape[1], step=step, rank=rank))
         d = draw_step(batch, config, windows, step=step, rank=rank)
         d = StepDraws(*(x.to(device) for x in dataclasses.astuple(d)))
         cached = solve_cache.get(step, rank) if solve_cache is not None else None
@@ -312,7 +358,7 @@ def compute_losses(*, objective: nn.Module, batch: ChunkBatch, draws: StepDraws,
         return DistillLosses(l_distill.mean(), l_distill, nan, nan, torch.zeros_like(l_distill))
     if tg.z_t_gt is None or tg.target_gt is None:
         raise ValueError(f"the ground-truth loss ({config.gt}) needs the batch's ground-truth segment")
-    losses = objective(batch, torch.cat([tg.z_t, tg.z_t_gt]), tg.timestep.repeat(2),
+    losses = objective(batch, torch.cat([tg.z_t, tg.z_t_gt]), torch.cat([tg.timestep, tg.timestep]),
                        torch.cat([tg.target, tg.target_gt]), d, config.cfg_conditioned)
     l_distill, l_gt = losses.chunk(2)
     mixed = mixed_supervision_loss(l_distill=l_distill, l_gt=l_gt, config=config.gt)
@@ -331,11 +377,40 @@ def teacher_denoiser(teacher: FadaModel, batch: ChunkBatch, d: StepDraws,
 
 
 @torch.no_grad()
+def frame_window_ends(teacher: FadaModel, batch: ChunkBatch, d: StepDraws, plan: WindowSolvePlan,
+                      config: DistillConfig) -> Tensor:
+    """The teacher's window end of every frame at its own window, (B, F, *S), for per-frame windows (B, F).
+
+    The teacher was trained on clips at one noise level, so each sample's clip is solved once per window its
+    frames are in (Eq. 2, all frames at that window, one batch of every such pair) and each frame takes its
+    end from the solve at its own window.
+    """
+    b, f = d.window.shape
+    k_all = plan.windows.num_windows
+    rows = torch.arange(b, device=d.window.device)
+    present = torch.zeros(b, k_all + 1, dtype=torch.bool, device=d.window.device)
+    present[rows[:, None], d.window] = True
+    sample, window = present.nonzero(as_tuple=True)  # (P,) pairs (sample, window)
+    sub = batch.select(sample)
+    sub_draws = StepDraws(d.eps[sample], d.t[sample, 0], window, d.cfg[sample], d.keep_audio[sample],
+                          d.keep_ref[sample])
+    denoiser, guidance = teacher_denoiser(teacher, sub, sub_draws, config)
+    z_start = window_start_latent(x0=sub.x0, eps=sub_draws.eps, window=window, windows=plan.windows)
+    ends = teacher_window_solve(denoiser=denoiser, z_start=z_start, window=window, guidance=guidance,
+                                plan=plan).z_end  # (P, F, *S)
+    pair = torch.full((b, k_all + 1), -1, dtype=torch.int64, device=d.window.device)
+    pair[sample, window] = torch.arange(sample.shape[0], device=d.window.device)
+    return ends[pair[rows[:, None], d.window], torch.arange(f, device=d.window.device)[None]]  # (B, F, *S)
+
+
+@torch.no_grad()
 def distillation_batch(teacher: FadaModel, batch: ChunkBatch, d: StepDraws, plan: WindowSolvePlan,
                        config: DistillConfig, *, z_end: Tensor | None = None) -> DistillationBatch:
     """One step's student inputs and targets: :func:`fada_rt.sampling.make_distillation_batch` with this
-    run's teacher (:func:`teacher_denoiser`); ``z_end``: the teacher's window end from a solve cache (the
-    teacher is not called)."""
+    run's teacher (:func:`teacher_denoiser`; per-frame windows: :func:`frame_window_ends`); ``z_end``: the
+    teacher's window end from a solve cache (the teacher is not called)."""
+    if z_end is None and d.window.dim() == 2:
+        z_end = frame_window_ends(teacher, batch, d, plan, config)
     denoiser, guidance = (None, None) if z_end is not None else teacher_denoiser(teacher, batch, d, config)
     return make_distillation_batch(teacher=denoiser, x0=batch.x0, eps=d.eps, t=d.t, window=d.window,
                                    guidance=guidance, plan=plan, z_end=z_end, ground_truth=config.uses_gt)
@@ -352,6 +427,9 @@ def build_parser(variant: str = "fast") -> argparse.ArgumentParser:
                    help="configuration of the paper's Tables 2-4: the defaults of the DistillConfig options "
                         "(--help shows those of the --variant given)")
     p.add_argument("--solve-cache", default=None, help="folder caching the teacher's window solves")
+    p.add_argument("--init-student", default=None,
+                   help="start from this student checkpoint (of the variant's cfg mode) instead of the teacher, "
+                        "e.g. the fast student a --variant stream run tunes")
     add_dataclass_options(p, RunOptions)
     add_dataclass_options(p, DistillConfig, defaults=VARIANTS[variant], inline=("loop",))
     return p
@@ -408,7 +486,11 @@ def main(argv: list[str] | None = None) -> None:
                              sampler="fast" if config.cfg_conditioned else "balanced")
     info = {"command": command_line("train.distill", argv), "variant": args.variant, "teacher": str(args.teacher),
             "train_clips": len(sampler)}
+    init = load_model(args.init_student, role="student")[0] if args.init_student else None
+    if init is not None:
+        info["init_student"] = str(args.init_student)
     losses = distill(teacher=teacher, sampler=sampler, config=config, run_dir=run.run, solve_cache=solve_cache,
+                     init=init,
                      labels=read_labels_for(run.data, clip_ids), stop_after=run.stop_after,
                      time_limit=run.time_limit, validate=validate, validate_every=run.validate_every, info=info)
     if losses:

@@ -1,4 +1,4 @@
-"""Per-sample log of distillation (``RUN/samples.csv``): window, t, scales, both losses, R and W of Eq. 8.
+"""Per-sample log of distillation (``RUN/samples.csv``): window, t (per frame for a streaming student), scales, both losses, R and W of Eq. 8.
 
 Clip labels (tier, kind) of the synthetic world are joined in for analysis only; training never reads them.
 """
@@ -30,9 +30,15 @@ def log_samples(path: Path, step: int, batch: ChunkBatch, d: StepDraws, out: Dis
                         "ratio", "weight"])
         for i, cid in enumerate(batch.clip_ids):
             lab = labels.get(cid, {})
-            w.writerow([step, cid, lab.get("tier", ""), lab.get("kind", ""), int(d.window[i]), f"{float(d.t[i]):.4f}",
+            w.writerow([step, cid, lab.get("tier", ""), lab.get("kind", ""), _cell(d.window[i], "d"), _cell(d.t[i], ".4f"),
                         f"{float(d.cfg[i, 0]):.3f}", f"{float(d.cfg[i, 1]):.3f}", f"{float(out.l_distill[i].detach()):.6g}",
                         f"{float(out.l_gt[i].detach()):.6g}", f"{float(out.ratio[i]):.6g}", f"{float(out.weight[i]):.6g}"])
+
+
+def _cell(value: torch.Tensor, spec: str) -> str:
+    """A per-sample value, or a streaming student's per-frame values joined by ';' (oldest frame first)."""
+    values = value.reshape(-1).tolist()
+    return ";".join(format(int(v) if spec == "d" else float(v), spec) for v in values)
 
 
 def read_labels_for(data: str | Path, clip_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -12,11 +12,12 @@ from pathlib import Path
 ASSETS_DIR = Path(__file__).resolve().parent
 #: The shipped tiny CFG-distilled ("fast") student: config.json + model.safetensors.
 DEFAULT_CHECKPOINT = ASSETS_DIR / "tiny-fast"
-#: The shipped tiny checkpoint for each kind of model a sampler runs: (role, CFG-conditioned).
-SHIPPED_CHECKPOINTS: dict[tuple[str, bool], Path] = {
-    ("student", True): DEFAULT_CHECKPOINT,
-    ("student", False): ASSETS_DIR / "tiny-balanced",
-    ("teacher", False): ASSETS_DIR / "tiny-teacher",
+#: The shipped tiny checkpoint for each kind of model a sampler runs: (role, CFG-conditioned, rolling).
+SHIPPED_CHECKPOINTS: dict[tuple[str, bool, bool], Path] = {
+    ("student", True, False): DEFAULT_CHECKPOINT,
+    ("student", True, True): ASSETS_DIR / "tiny-stream",
+    ("student", False, False): ASSETS_DIR / "tiny-balanced",
+    ("teacher", False, False): ASSETS_DIR / "tiny-teacher",
 }
 #: The small VAE trained by ``python -m train.vae`` (``train.teacher --vae``); also inside every checkpoint.
 TINY_VAE = ASSETS_DIR / "tiny-vae"
@@ -27,14 +28,15 @@ EXAMPLE_AUDIO = EXAMPLES_DIR / "speech.wav"
 
 
 def default_checkpoint(sampler: str = "fast") -> Path:
-    """The shipped tiny checkpoint for ``sampler`` (fast: the CFG-distilled student; balanced: the
-    branch-wise student; teacher: the teacher), or a clear error while its weights are not shipped."""
+    """The shipped tiny checkpoint for ``sampler`` (fast: the CFG-distilled student; stream: the streaming
+    student; balanced: the branch-wise student; teacher: the teacher), or a clear error while its weights are not
+    shipped."""
     from fada_rt.sampling import SAMPLERS  # the sampler's spec says which model it needs
 
     if sampler not in SAMPLERS:
         raise ValueError(f"no shipped checkpoint for sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
     spec = SAMPLERS[sampler]
-    folder = SHIPPED_CHECKPOINTS[(spec.role, spec.cfg_conditioned)]
+    folder = SHIPPED_CHECKPOINTS[(spec.role, spec.cfg_conditioned, spec.rolling)]
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"the default tiny checkpoint for sampler {sampler!r} is not shipped in this installation (expected "

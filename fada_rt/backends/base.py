@@ -34,6 +34,8 @@ class BackendUnavailable(RuntimeError):
 
 class Backend(ABC):
     name: str = "abstract"
+    #: the denoiser runs exactly ``config.num_frames`` frames per clip (exported graphs), not any count
+    static_frames: bool = False
 
     def __init__(self, config: ModelConfig, *, device: torch.device, dtype: torch.dtype,
                  role: str | None = None) -> None:

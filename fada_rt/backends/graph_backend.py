@@ -108,12 +108,15 @@ class GraphDenoiser:
             ref_mask = None
         if ref_mask is None and spec.has_input("ref_mask"):
             ref_mask = torch.ones(b, dtype=torch.bool, device=sample.device)
-        feeds = denoiser_feeds(spec, sample, timestep.reshape(b), audio_tokens, ref_k, ref_v, motion, ref_mask, cfg)
+        per_frame = timestep.reshape(b, -1).expand(b, sample.shape[1])  # (B, F): a clip's timestep to each frame
+        feeds = denoiser_feeds(spec, sample, per_frame, audio_tokens, ref_k, ref_v, motion, ref_mask, cfg)
         return run_rows(self.runner, feeds)["eps"]
 
 
 class GraphBackend(Backend):
     """The Backend interface over a set of graph runners (one per exported graph)."""
+
+    static_frames = True
 
     def __init__(self, config: ModelConfig, runners: dict[str, GraphRunner], *, device: torch.device | str) -> None:
         super().__init__(config, device=torch.device(device), dtype=torch.float32)

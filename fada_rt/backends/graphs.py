@@ -10,7 +10,8 @@ Graphs (``GRAPH_NAMES``):
 * ``denoiser`` — one static batch per profile: 1 row for a CFG-distilled ("fast") student, which
   runs branch "a" with the ``cfg`` scales as input; 3 rows for a teacher or balanced student,
   branches a, r, b in one forward with a ``ref_mask`` input (False drops the reference).
-  Inputs: latents, timestep, audio tokens, per-layer reference K and V, per-layer motion features.
+  Inputs: latents, a timestep per frame (B, F), audio tokens, per-layer reference K and V, per-layer motion
+  features. The frame count F is static: the rolling sampler (frames in flight, 1..N of them) runs on torch.
 * ``reference_encoder`` — ONE graph for both ReferenceNet uses, so its weights exist once on disk
   and on the GPU: clean latents (M, C, h, w) -> per-layer features (the motion-frame use, per
   chunk) and per-layer K/V through the denoiser's attn1 ``to_k``/``to_v`` (the reference use,
@@ -224,7 +225,7 @@ def denoiser_spec(config: ModelConfig, *, batch: int | None = None) -> GraphSpec
     layers = layer_shapes(config)
     inputs = [
         TensorSpec("latents", (batch, f, c, h, h)),
-        TensorSpec("timestep", (batch,)),
+        TensorSpec("timestep", (batch, f)),  # one per frame (a rolling sampler's frames sit at their own levels)
         TensorSpec("audio_tokens", (batch, f, config.audio_proj.num_tokens, config.unet.cross_attention_dim)),
     ]
     inputs += [TensorSpec(f"ref_k_{i}", (batch, s.tokens, s.channels)) for i, s in enumerate(layers)]

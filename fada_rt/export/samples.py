@@ -15,8 +15,9 @@ from fada_rt.backends.graphs import GraphSpec
 from fada_rt.models.fada import FadaModel
 from fada_rt.sampling import DISTILLED_CFG_A, DISTILLED_CFG_R
 
-#: Student network timestep of the denoiser sample (1000 t at t = 0.6; teacher indices are < 1000).
-SAMPLE_TIMESTEP = 600.0
+#: Network timesteps of the denoiser sample, one per frame from the first to the last (a rolling sampler's levels;
+#: student 1000 t, teacher indices are < 1000).
+SAMPLE_TIMESTEPS = (250.0, 900.0)
 
 
 @torch.no_grad()
@@ -56,7 +57,7 @@ def _denoiser_inputs(model: FadaModel, spec: GraphSpec, gen: torch.Generator) ->
     branches = tuple(("a", "r", "b")[i % 3] for i in range(b))
     values = {
         "latents": torch.randn(b, f, c, h, h, generator=gen),
-        "timestep": torch.full((b,), SAMPLE_TIMESTEP),
+        "timestep": torch.linspace(SAMPLE_TIMESTEPS[0], SAMPLE_TIMESTEPS[1], f).expand(b, f).contiguous(),
         "audio_tokens": torch.cat([cond.audio_tokens if br == "a" else cond.audio_tokens * 0 for br in branches]),
         "ref_mask": torch.tensor([br != "b" for br in branches]),
         "cfg": torch.tensor([[DISTILLED_CFG_A, DISTILLED_CFG_R]]).repeat(b, 1),

@@ -6,6 +6,7 @@
 * ``perflow``: windows, student input (fixed Eq. 3), targets (Eq. 4).
 * ``window_solve``: the teacher window solve (Eq. 2) and a distillation batch.
 * ``student``: the student scheduler and sampler (6 steps: 18 or 6 NFE).
+* ``rolling``: the same student steps with frames in flight at their own noise levels (the stream sampler).
 * ``weighting``: the adaptive ground-truth weight W(R) (Eq. 8).
 * ``samplers``: the named samplers (fast, balanced, teacher, ...): a plan and a guidance each.
 * ``noise``: the mixed noise prior and motion-frame noise for chaining chunks.
@@ -30,12 +31,14 @@ from fada_rt.sampling.guidance import (
 from fada_rt.sampling.noise import noise_motion, share_noise
 from fada_rt.sampling.perflow import (
     PerflowWindows,
+    draw_frame_times,
     draw_training_times,
     ground_truth_end,
     perflow_target,
     student_input,
     window_start_latent,
 )
+from fada_rt.sampling.rolling import rolling_sample, rolling_step
 from fada_rt.sampling.samplers import SAMPLERS, SamplerSpec
 from fada_rt.sampling.schedule import SD15_SCHEDULE, NoiseSchedule, ddim_coefficients, ddim_step
 from fada_rt.sampling.student import StudentPlan, StudentStep, student_sample, student_step
@@ -85,6 +88,7 @@ __all__ = [
     "ddim_coefficients",
     "ddim_sample",
     "ddim_step",
+    "draw_frame_times",
     "draw_training_times",
     "exact_substep_counts",
     "ground_truth_end",
@@ -96,6 +100,8 @@ __all__ = [
     "multi_cfg",
     "noise_motion",
     "perflow_target",
+    "rolling_sample",
+    "rolling_step",
     "share_noise",
     "student_input",
     "student_sample",

@@ -95,7 +95,7 @@ def multi_cfg(
 def guided_eps(*, denoiser: Denoiser, z: Tensor, timestep: Tensor, guidance: Guidance) -> tuple[Tensor, int]:
     """Call ``denoiser`` once with the branches ``guidance`` needs; return (guided eps, NFE spent).
 
-    z: (B, *S); timestep: (B,) network timestep. The NFE is per sample: 3 for "multi", 1 otherwise.
+    z: (B, *S); timestep: (B,) network timestep, or (B, F) one per frame. The NFE is per sample: 3 for "multi", 1 otherwise.
     """
     if guidance.mode == "distilled" and not denoiser.cfg_conditioned:
         raise ValueError(
@@ -108,9 +108,10 @@ def guided_eps(*, denoiser: Denoiser, z: Tensor, timestep: Tensor, guidance: Gui
             f"Guidance('distilled', cfg_a=..., cfg_r=...) instead of mode {guidance.mode!r}"
         )
     batch = z.shape[0]
-    if timestep.shape != (batch,):
+    if tuple(timestep.shape) not in ((batch,), tuple(z.shape[:2])):
         raise ValueError(
-            f"timestep must have shape ({batch},) for a batch of {batch}, got {tuple(timestep.shape)}"
+            f"timestep must have shape ({batch},) for a batch of {batch}, or {tuple(z.shape[:2])} with one per frame, "
+            f"got {tuple(timestep.shape)}"
         )
     cfg = _cfg_input(guidance, z) if guidance.mode == "distilled" else None
     branches = guidance.branches

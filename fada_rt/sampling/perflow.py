@@ -97,6 +97,44 @@ def draw_training_times(
     return t, window
 
 
+def draw_frame_times(
+    batch_size: int,
+    num_frames: int,
+    *,
+    windows: PerflowWindows,
+    generator: torch.Generator,
+    p_pipeline: float = 0.5,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """Per-frame training times for the streaming student: (B, F) ``t`` and windows, ascending over the frames
+    (frame 0, the oldest, is the cleanest), as the rolling sampler keeps its frames in flight.
+
+    With probability ``p_pipeline`` a sample is a full pipeline: ``g = ceil(F / K)`` frames per window in
+    consecutive windows, the newest in a window drawn from those that fit, all frames at the same place in their
+    windows (PeRFlow's windows sliding by one per stage); otherwise the ``F`` times are drawn independently
+    (as :func:`draw_training_times`) and sorted, so gaps and frames sharing a window occur too. Every ``t`` lies
+    on the 1/D grid in its window.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    k_all, d = windows.num_windows, windows.schedule.num_train_timesteps
+    if d % k_all:
+        raise ValueError(f"per-frame windows need num_windows dividing {d}, got {k_all}")
+    b, f, per = batch_size, num_frames, d // k_all
+    u = torch.rand(b, f, generator=generator, device=device, dtype=torch.float64)
+    steps = (d - (u * d).floor().long().clamp(max=d - 1)).sort(dim=1).values  # (B, F) in [1, D], ascending
+    g = -(-f // k_all)  # frames per window of a full pipeline
+    span = -(-f // g)  # windows it covers
+    newest = span + (torch.rand(b, generator=generator, device=device, dtype=torch.float64) * (k_all - span + 1)).floor()
+    older = torch.arange(f - 1, -1, -1, device=device) // g  # (F,) windows below the newest
+    offset = (torch.rand(b, generator=generator, device=device, dtype=torch.float64) * per).floor()  # (B,)
+    piped = ((newest[:, None] - older[None]) * per - offset[:, None]).long()  # (B, F)
+    pick = torch.rand(b, generator=generator, device=device, dtype=torch.float64) < p_pipeline
+    steps = torch.where(pick[:, None], piped, steps)
+    window = (steps * k_all + d - 1) // d
+    return steps.to(torch.float32) / d, window
+
+
 def window_start_latent(*, x0: Tensor, eps: Tensor, window: Tensor, windows: PerflowWindows) -> Tensor:
     """``z_{t_k} = sqrt(abar(t_k)) x0 + sqrt(1 - abar(t_k)) eps`` per sample (step 2)."""
     a = per_sample(windows.abar_start.to(window.device)[window_rows(window, windows.num_windows)], x0)

@@ -23,6 +23,9 @@ class SamplerSpec:
     role: str  # checkpoint role it needs: "student" or "teacher"
     guidance: Guidance
     plan: DDIMPlan | StudentPlan = field(repr=False)
+    #: frames in flight at their own noise levels (fada_rt.sampling.rolling), not whole chunks: the runtime advances
+    #: it per denoiser call (AvatarPipeline.advance) with a student trained on per-frame levels
+    rolling: bool = False
 
     @property
     def cfg_conditioned(self) -> bool:
@@ -49,6 +52,10 @@ class SamplerSpec:
         return replace(self, guidance=guidance)
 
     def run(self, *, denoiser: Denoiser, noise: Tensor) -> SampleResult:
+        """Sample one chunk from ``noise`` at t = 1 (chunk samplers; a rolling one runs per call)."""
+        if self.rolling:
+            raise ValueError(f"sampler {self.name!r} runs frames in flight, not chunks: use AvatarPipeline.advance "
+                             "(StreamingSession does)")
         sample = ddim_sample if isinstance(self.plan, DDIMPlan) else student_sample
         return sample(denoiser=denoiser, noise=noise, guidance=self.guidance, plan=self.plan)
 
@@ -60,6 +67,8 @@ _CONDITIONAL = Guidance(mode="conditional")
 
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("fast", "student", FAST_GUIDANCE, _STUDENT_PLAN),
+    # the streaming student: one step per PeRFlow window, frames in flight (4 NFE per frame, docs/design.md §8)
+    SamplerSpec("stream", "student", FAST_GUIDANCE, StudentPlan.make(num_steps=4), rolling=True),
     SamplerSpec("balanced", "student", BALANCED_GUIDANCE, _STUDENT_PLAN),
     SamplerSpec("teacher", "teacher", TEACHER_GUIDANCE, _TEACHER_PLAN),
     # comparison points of the quality tables (paper Table 4 and "the gain of distillation"):

@@ -110,17 +110,18 @@ def ddim_step(z: Tensor, eps: Tensor, *, lam: Tensor | float, eta: Tensor | floa
 
 
 def per_sample(value: Tensor | float, like: Tensor) -> Tensor | float:
-    """Broadcast a scalar or per-sample (B,) coefficient over ``like`` (B, *S) in its dtype/device."""
+    """Broadcast a scalar, per-sample (B,) or per-frame (B, F) coefficient over ``like`` (B, *S) or (B, F, *S)
+    in its dtype/device."""
     if not isinstance(value, Tensor):
         return float(value)
     if value.dim() == 0:
         return value.to(device=like.device, dtype=like.dtype)
-    if value.dim() != 1 or value.shape[0] != like.shape[0]:
+    if value.dim() > 2 or value.dim() >= like.dim() or tuple(value.shape) != tuple(like.shape[: value.dim()]):
         raise ValueError(
-            f"per-sample coefficient must be a scalar or shape ({like.shape[0]},) for a batch of "
-            f"{like.shape[0]}, got shape {tuple(value.shape)}"
+            f"per-sample coefficient must be a scalar, shape ({like.shape[0]},) per sample or "
+            f"{tuple(like.shape[:2])} per frame for a batch of shape {tuple(like.shape)}, got shape {tuple(value.shape)}"
         )
-    return value.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+    return value.to(device=like.device, dtype=like.dtype).reshape(*value.shape, *([1] * (like.dim() - value.dim())))
 
 
 #: The schedule every preset uses (SD1.5's scaled-linear betas, D = 1000).
