@@ -9,9 +9,11 @@ it has work, as the live loop does. For every frame it records when the frame ca
 * audio-to-frame latency — for frame ``k``, from the capture of its audio's centre sample (``(k + 1/2) / fps`` into
   the clip) to the frame out: glass to glass inside the process (no device buffers, no display). Median, p90 and
   max over the frames after the first second;
-* fps — frames out per wall second over the run; RTF — compute seconds per second of video (``SessionStats.rtf``,
-  below 1 keeps up). With RTF > 1 the latency grows through the run: ``latency_growth_s`` is the last second's
-  median minus the second second's.
+* fps — frames out per wall second over the run; RTF — compute seconds per second of video (``SessionStats.rtf``).
+  A chunk sampler keeps up when it is below 1. A rolling sampler never waits while frames are in flight, so it
+  turns spare compute into extra, smaller calls (less latency) and sits near 1 by design; whether it keeps up
+  shows in ``latency_growth_s``, the last second's median latency minus the second second's (its work per frame
+  is the chunk table's RTF, a call with the pipeline full).
 """
 
 from __future__ import annotations

@@ -217,8 +217,8 @@ class StreamingSession:
     def __init__(self, pipeline: AvatarPipeline, avatar: Avatar, *, generator: torch.Generator,
                  drop_late: bool = False, clock: Callable[[], float] = time.monotonic,
                  lookahead: int | None = None) -> None:
-        """``lookahead``: frames of audio a frame waits for after its own (None: the audio window's, exact
-        features; see :class:`AudioFeatureStream`)."""
+        """``lookahead``: frames of audio a frame waits for after its own (None: the sampler's,
+        ``SamplerSpec.lookahead``; see :class:`AudioFeatureStream`)."""
         self.pipeline = pipeline
         self.avatar = avatar
         self.generator = generator
@@ -228,7 +228,8 @@ class StreamingSession:
         self.fps = audio.fps
         self.spf = audio.samples_per_frame
         self.sample_rate = audio.sample_rate
-        self.features = AudioFeatureStream(pipeline.backend.audio_features, audio, lookahead=lookahead)
+        self.features = AudioFeatureStream(pipeline.backend.audio_features, audio,
+                                           lookahead=lookahead if lookahead is not None else pipeline.sampler.lookahead)
         self.state: ChunkState = pipeline.initial_state(avatar)
         self.stats = SessionStats()
         self._arrivals: deque[tuple[int, float]] = deque()  # (end sample of a pushed block, arrival time)

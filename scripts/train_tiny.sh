@@ -213,13 +213,22 @@ python -m train.distill "${TV[@]}" --run "$RUNS/distill-voices/balanced" --varia
 for ckpt in teacher-voices/teacher distill-voices/balanced/student distill-voices/fast/student; do
   python -m fada_rt.checkpoint "$RUNS/$ckpt" --set-rollout motion_anchor=0.5 noise_sharing=1
 done
+# 6c. the streaming student (docs/experiments/2026-12-05-streaming.md): the real-voice fast student tuned 300 steps
+#     for the rolling sampler's per-frame noise levels (windows of 1-4 frames), from the same teacher (~19 min on 2
+#     cores; it keeps the fast student's rollout)
+python -m train.distill --teacher "$RUNS/teacher-voices/teacher" --init-student "$RUNS/distill-voices/fast/student" \
+  --data "$MIXED" --cache "$RUNS/cache-mixed" --variant stream --steps 300 --lr 1e-4 --motion-weight 1 \
+  --motion-map dataset --noise-sharing-max 1 --audio-augment 0.5 --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 \
+  --run "$RUNS/distill-voices/stream"
 
 # 7. the quality table of every run above (benchmarks/results/quality_table.{md,json})
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 # (the rows of the last two groups of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
 # 8. the shipped assets (fada_rt/assets/README.md): the real-voice models of stage 6b and the VAE of stage 2
-rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher fada_rt/assets/tiny-vae
+rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-stream fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher \
+  fada_rt/assets/tiny-vae
 cp -r "$RUNS/distill-voices/fast/student" fada_rt/assets/tiny-fast
+cp -r "$RUNS/distill-voices/stream/student" fada_rt/assets/tiny-stream
 cp -r "$RUNS/distill-voices/balanced/student" fada_rt/assets/tiny-balanced
 cp -r "$RUNS/teacher-voices/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae
@@ -231,7 +240,13 @@ python -m benchmarks.real_voices --data "$V2/heldout-flite" --checkpoint fada_rt
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --seed 0 1 --out benchmarks/results/voices \
   --only "endless fast (the default)" "real-voice fast (the default)" "endless balanced" "real-voice balanced" \
   "endless teacher, DDIM 6 x 3" "real-voice teacher, DDIM 6 x 3"
+# the rolling sampler beside the chunked fast student, and what the audio look-ahead buys (benchmarks/results/stream)
+python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --seed 0 1 --out benchmarks/results/stream \
+  --only "real-voice fast (the default)" "real-voice fast, rolling 4 x 1 (untuned)" \
+  "streaming student, rolling 4 x 1 (stream)" "streaming student, look-ahead 1 frame" \
+  "streaming student, look-ahead 0 frames"
 # 9. the long runs of the shipped models (benchmarks/results/long_run.{json,md,png} and long_run/)
 python -m benchmarks.long_run --sampler fast --name "endless fast (the default)"
 python -m benchmarks.long_run --sampler balanced --name "endless balanced"
 python -m benchmarks.long_run --sampler teacher-6x3 --name "endless teacher, DDIM 6 x 3"
+python -m benchmarks.long_run --sampler stream --name "streaming student (stream)"

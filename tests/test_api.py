@@ -32,6 +32,12 @@ def pipeline() -> AvatarPipeline:
 
 
 
+@pytest.fixture(scope="module", params=["fast", "stream"])
+def either(request, pipeline) -> AvatarPipeline:
+    """The chunk sampler's pipeline, and the rolling sampler's on the same model."""
+    return pipeline if request.param == "fast" else AvatarPipeline(pipeline.backend, sampler="stream")
+
+
 @pytest.fixture(scope="module")
 def face() -> np.ndarray:
     return np.random.default_rng(9).integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -52,12 +58,12 @@ def test_the_readme_snippet_runs_to_completion():
     assert scope["events"] == ["speaking_started", "speaking_finished"]
 
 
-def test_every_pushed_sample_comes_back_with_its_frames(pipeline, face):
+def test_every_pushed_sample_comes_back_with_its_frames(either, face):
     """Offline: a 1.5 s reply at 22.05 kHz, pushed at once in odd blocks, comes back as whole frames whose audio
     is the reply resampled to the output rate (nothing dropped, in order) and pts on one clock."""
     rate, out_rate = 22050, 24000
     pcm = speech(1.5, rate)
-    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, realtime=False, audio_rate=out_rate)
+    avatar = StreamingAvatar(face, crop="centre", pipeline=either, realtime=False, audio_rate=out_rate)
     for i in range(0, pcm.size, 777):
         avatar.push_audio(pcm[i : i + 777], rate)
     avatar.end_audio()
@@ -75,10 +81,10 @@ def test_every_pushed_sample_comes_back_with_its_frames(pipeline, face):
     assert np.corrcoef(heard[lag : lag + n - 64], expected[: n - 64])[0, 1] > 0.99
 
 
-def test_turns_keep_the_stream_open_and_carry_events(pipeline, face):
+def test_turns_keep_the_stream_open_and_carry_events(either, face):
     """Two replies with end_turn between: started/finished per turn, idle frames between them, one continuous
     output clock, and the stream goes on afterwards."""
-    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, audio_rate=16000)
+    avatar = StreamingAvatar(face, crop="centre", pipeline=either, audio_rate=16000)
     avatar.push_audio(speech(0.6, 16000), 16000)
     avatar.end_turn()
     events, kinds, second = [], [], False
@@ -100,8 +106,8 @@ def test_turns_keep_the_stream_open_and_carry_events(pipeline, face):
     assert avatar.stats["turns"] == 2 and avatar.stats["idle_frames"] > 20
 
 
-def test_interrupt_drops_queued_speech_within_one_chunk(pipeline, face):
-    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, audio_rate=16000)
+def test_interrupt_drops_queued_speech_within_one_chunk(either, face):
+    avatar = StreamingAvatar(face, crop="centre", pipeline=either, audio_rate=16000)
     avatar.push_audio(speech(4.0, 16000), 16000)
     avatar.end_turn()
     after, seen = [], 0

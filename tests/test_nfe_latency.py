@@ -63,8 +63,9 @@ def test_reported_columns_follow_their_definitions(run):
     audio_s = FRAMES / 25
     for r in result["rows"]:
         rolling = r["variant"] == "stream"
-        frames, calls = (1, 4) if rolling else (FRAMES, 1)  # a rolling first frame: one call per stage
-        floor = (frames * 640 + 2 * 640 + 120) / 16000  # step audio + mel look-ahead (w = 2 frames + 120 samples)
+        # a rolling first frame: one call per stage, after 1 frame of look-ahead (SamplerSpec.lookahead)
+        frames, calls, ahead = (1, 4, 1) if rolling else (FRAMES, 1, 2)
+        floor = (frames * 640 + ahead * 640 + 120) / 16000  # step audio + look-ahead (frames + the STFT's 120 samples)
         med = r["chunk_latency_median_s"]
         assert r["fps"] == pytest.approx(frames / med)
         assert r["rtf"] == pytest.approx(med / (audio_s if not rolling else 1 / 25))
@@ -95,7 +96,7 @@ def test_realtime_rows_time_the_chunked_and_rolling_samplers_side_by_side(run):
         # nothing comes out before its audio (and look-ahead) was spoken
         assert r["first_frame_s"] >= r["latency_floor_s"] and r["latency_median_s"] >= 0.5 / 25
         assert r["latency_p90_s"] >= r["latency_median_s"] and r["latency_max_s"] >= r["latency_p90_s"]
-    assert live["stream"]["latency_floor_s"] == pytest.approx((640 + 2 * 640 + 120) / 16000)
+    assert live["stream"]["latency_floor_s"] == pytest.approx((640 + 640 + 120) / 16000)
     names = {t["name"] for t in result["summary"]["targets"]}
     assert "stream first frame in real time (s)" in names
     assert "| stream | torch |" in stdout and "audio-to-frame" in stdout

@@ -152,6 +152,8 @@ def test_chunks_start_from_the_forward_noised_reference(face):
     inner = pipeline.sampler
 
     class Spy:
+        rolling = False  # a chunk sampler, as the spec it wraps
+
         def run(self, *, denoiser, noise):
             starts.append(noise.clone())
             return inner.run(denoiser=denoiser, noise=noise)

@@ -8,11 +8,12 @@ Options, all off by default (fp32 eager is the reference every other backend is 
   stays fp32: the bound denoiser casts its inputs to the network dtype and its eps back to fp32,
   so the PeRFlow/DDIM updates do not accumulate half-precision rounding.
 * ``compile=True`` — ``torch.compile`` of the denoising UNet and the VAE decoder (static shapes:
-  one chunk size per pipeline, so it compiles once).
+  one chunk size per pipeline, so it compiles once; a rolling sampler's 1..N frames in flight compile once each).
 * ``cuda_graphs=True`` (CUDA only) — every denoiser call of a chunk (one per sampler step) replays
   a captured CUDA graph: the chunk's conditions are copied into static buffers once per chunk at
   :meth:`bind`, then each step copies ``z``/``t``/``cfg`` in and replays. One graph per CFG-branch
-  set; captured lazily on first use.
+  set and shape (a timestep per clip or per frame, a rolling sampler's frames in flight); captured lazily on
+  first use.
 """
 
 from __future__ import annotations
@@ -248,8 +249,9 @@ class _GraphedDenoiser:
         if not branches or any(br not in BRANCHES for br in branches):
             raise ValueError(f"branches must be a non-empty subset of {BRANCHES}, got {branches}")
         nb, b = len(branches), z.shape[0]
-        key = (branches, tuple(z.shape), cfg is not None)
-        step = {"sample": _tile(z.to(self.dtype), nb), "timestep": _tile(timestep.float().reshape(b), nb),
+        t = timestep.float().reshape(b) if timestep.numel() == b else timestep.float().reshape(b, z.shape[1])
+        key = (branches, tuple(z.shape), tuple(t.shape), cfg is not None)  # per clip (B,) or per frame (B, F)
+        step = {"sample": _tile(z.to(self.dtype), nb), "timestep": _tile(t, nb),
                 "cfg": _tile(cfg.to(self.dtype), nb) if cfg is not None else None}
         graph = self.loaded.get(key)
         if graph is None:
