@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -329,6 +331,38 @@ def test_half_precision_keeps_a_wav2vec2_front_end_wholly_fp32():
     expected = TorchBackend(ref_model).audio_features(wave)  # (1, T, 2w+1, L, D)
     assert torch.equal(backend.audio_features(wave), expected)
     assert expected.shape[1] == 25
+
+
+def test_two_backends_of_one_half_model_share_it_safely(face):
+    """benchmarks.nfe_latency builds torch and torch-compiled (and the FLOP counter's eager backend) over ONE model
+    object, each through prepare_model in place. A second prepare_model used to cast the fp32 norms back to the
+    half dtype behind their fp32 hooks ("mixed dtype" in the VAE's GroupNorm): it must leave the model as the first
+    one did, and both backends must run."""
+    from benchmarks.nfe_backends import BackendFactory, ModelEntry
+    from benchmarks.nfe_rows import VARIANTS, chunk_flops
+
+    model = fast_model()
+    first = prepare_model(model, device="cpu", dtype=torch.bfloat16)
+    second = prepare_model(model, device="cpu", dtype=torch.bfloat16)  # the second backend of the same model
+    assert first is second is model
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm))]
+    assert norms and all(p.dtype == torch.float32 for m in norms for p in m.parameters())
+    assert model.denoiser.unet.conv_in.weight.dtype == torch.bfloat16
+    hooks = [len(m._forward_pre_hooks) for m in norms if m._forward_pre_hooks]
+    assert hooks and set(hooks) == {1}  # converted once
+    factory = BackendFactory(device=torch.device("cpu"), dtype=torch.bfloat16, work_dir=Path("unused"),
+                             ort_threads=1, log=print)
+    entry = ModelEntry(model, "student", None)
+    eager = factory.eager(entry)
+    for backend in (TorchBackend(model), eager):
+        pipeline = AvatarPipeline(backend)
+        avatar = pipeline.prepare(face)
+        frames, _ = pipeline.generate(avatar, windows_for(pipeline, 0.32), pipeline.initial_state(avatar),
+                                      generator=torch.Generator().manual_seed(0))
+        assert frames.shape == (8, 64, 64, 3)
+    audio = (np.random.default_rng(0).standard_normal(16000 * 2) * 0.1).astype(np.float32)
+    flops = chunk_flops(eager, VARIANTS["fast"], image=face, audio=audio, seed=0)
+    assert flops["denoise"] > 0 and flops["prepare"] > 0
 
 
 def test_half_precision_keeps_norms_and_audio_in_fp32(face):

@@ -144,16 +144,18 @@ def keep_norms_fp32(module: nn.Module, *, dtype: torch.dtype) -> int:
     """Give every GroupNorm/LayerNorm fp32 weights and fp32 statistics inside a half-precision model.
 
     Inputs are cast to fp32 before the norm and its output back to ``dtype``. Returns how many norms
-    were converted (idempotent: already converted norms are skipped).
+    were converted. Idempotent: a norm converted before keeps its hooks, and its weights are made fp32 again (a
+    ``module.to(half)`` since, e.g. :func:`prepare_model` of a model two backends share, casts them down).
     """
     count = 0
     for sub in module.modules():
-        if isinstance(sub, _NORMS) and not getattr(sub, "_fada_fp32", False):
+        if isinstance(sub, _NORMS):
             sub.float()
-            sub.register_forward_pre_hook(_to_fp32)
-            sub.register_forward_hook(_cast_back(dtype))
-            sub._fada_fp32 = True
-            count += 1
+            if not getattr(sub, "_fada_fp32", False):
+                sub.register_forward_pre_hook(_to_fp32)
+                sub.register_forward_hook(_cast_back(dtype))
+                sub._fada_fp32 = True
+                count += 1
     return count
 
 
