@@ -203,11 +203,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window-seconds", type=float, default=10.0, help="window length")
     p.add_argument("--out", default=str(RESULTS), help="folder for long_run.{json,md,png} and long_run/")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--decoder", default="vae", metavar="vae|tiny|DIR",
+                   help="latents to frames: the VAE's decoder or a tiny one (fada_rt.backends.LoadOptions.decoder)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     pipeline = AvatarPipeline.from_checkpoint(args.checkpoint, sampler=args.sampler, cfg_audio=args.cfg_audio,
-                                              cfg_ref=args.cfg_ref)
+                                              cfg_ref=args.cfg_ref, decoder=args.decoder)
     changes = {"motion_noise_step": args.motion_noise_step, "noise_sharing": args.noise_sharing,
                "motion_anchor": args.motion_anchor,
                "reference_sink": None if args.reference_sink is None else args.reference_sink == "on"}

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fada_rt.backends.torch_backend import TorchBackend
+from fada_rt.backends.torch_backend import TorchBackend, tiny_decoder_for
 from fada_rt.checkpoint import load_model
 from fada_rt.clips import FPS, list_clips, read_clip
 from fada_rt.config import RolloutConfig
@@ -67,6 +67,7 @@ class Method:
     cfg_ref: float | None = None
     rollout: RolloutConfig | None = None  # how chunks are chained (None: the checkpoint's own)
     lookahead: int | None = None  # frames of audio look-ahead a live run gets (None: the exact features)
+    decoder: str = "vae"  # latents to frames: the VAE's decoder, or "tiny" (fada_rt.backends.LoadOptions.decoder)
 
 
 METHODS: tuple[Method, ...] = (
@@ -162,6 +163,10 @@ METHODS: tuple[Method, ...] = (
     # audio after its own instead of the window's 2 (fada_rt.streaming.streamed_windows)
     Method("8", "streaming student, look-ahead 1 frame", "distill-voices/stream", "student", "stream", lookahead=1),
     Method("8", "streaming student, look-ahead 0 frames", "distill-voices/stream", "student", "stream", lookahead=0),
+    # the tiny decoder (TAESD's shape, distilled from the VAE's decoder by train.tiny_decoder; shipped as tiny-decoder)
+    # in place of the VAE's, on the fast and streaming students
+    Method("9", "real-voice fast, tiny decoder", "distill-voices/fast", "student", "fast", decoder="tiny"),
+    Method("9", "streaming student, tiny decoder", "distill-voices/stream", "student", "stream", decoder="tiny"),
 )
 TABLE_TITLES = {
     "2": "Table 2 — basic distillation (no mixed supervision, no CFG distillation)",
@@ -176,6 +181,7 @@ TABLE_TITLES = {
          "speech v2's espeak-ng and festival voices) with augmented audio; real_voices.md scores held-out flite",
     "8": "Shipped — streaming: the rolling sampler (frames in flight, a noise level each, 4 NFE per frame) against "
          "the chunked fast student of table 7",
+    "9": "The tiny decoder in place of the VAE's: its cost against the rows of tables 7 and 8",
 }
 COLUMNS = (("nfe", "NFE-D", "{:d}"), ("sync_distance", "Sync-D ↓", "{:.4f}"), ("sync_confidence", "Sync-C ↑", "{:.4f}"),
            ("sync_abs_offset", "|off| ↓", "{:.2f}"), ("fid", "FID* ↓", "{:.2f}"), ("fvd", "FVD* ↓", "{:.2f}"),
@@ -208,7 +214,8 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
     seeds = seed_list(seed)
     folder = runs / method.run / method.checkpoint
     model, meta = load_model(folder, role=method.checkpoint)
-    pipeline = AvatarPipeline(TorchBackend(model, role=method.checkpoint), sampler=method.sampler,
+    backend = TorchBackend(model, role=method.checkpoint, decoder=tiny_decoder_for(method.decoder, model.config))
+    pipeline = AvatarPipeline(backend, sampler=method.sampler,
                               cfg_audio=method.cfg_audio, cfg_ref=method.cfg_ref, rollout=method.rollout)
     summaries, seconds, frames = [], 0.0, 0
     for i, s in enumerate(seeds):
@@ -220,7 +227,7 @@ def evaluate_method(method: Method, *, runs: Path, refs: list, extractors: Extra
     return {"table": method.table, "method": method.name, "nfe": pipeline.nfe, "sampler": method.sampler,
             "cfg": None if g.mode == "conditional" else [float(g.cfg_a), float(g.cfg_r)],
             "checkpoint": str(folder), "train_step": meta["info"].get("step"), "seeds": seeds,
-            "rollout": dataclasses.asdict(pipeline.rollout), "lookahead": method.lookahead,
+            "rollout": dataclasses.asdict(pipeline.rollout), "lookahead": method.lookahead, "decoder": method.decoder,
             **mean_over_seeds(summaries, METRIC_KEYS + MOUTH_KEYS),
             **{f"{k}_seeds": [float(s[k]) for s in summaries] for k in ("sync_distance", "sync_confidence")},
             "seconds_per_frame": seconds / frames, "clips": len(refs)}

@@ -25,16 +25,19 @@ from fada_rt.models.audio import Wav2Vec2Frontend, build_audio_frontend
 from fada_rt.models.denoiser import DenoisingUNet
 from fada_rt.models.fada import FadaModel
 from fada_rt.models.reference_net import ReferenceNet
+from fada_rt.models.tiny_decoder import TinyDecoder, TinyDecoderConfig
 from fada_rt.models.unet import build_unet, unet_kwargs
 from fada_rt.models.vae import VAE, autoencoder_kwargs
 
 FORMAT = "fada-rt-model"
 VAE_FORMAT = "fada-rt-vae"
+DECODER_FORMAT = "fada-rt-tiny-decoder"
 FORMAT_VERSION = 1
 ROLES = ("teacher", "student")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 VAE_WEIGHTS_NAME = "vae.safetensors"
+DECODER_WEIGHTS_NAME = "decoder.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -82,12 +85,12 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from err
 
 
-def _check_folder(path: str | Path) -> Path:
+def _check_folder(path: str | Path, *, weights: str = WEIGHTS_NAME) -> Path:
     folder = Path(path)
     if not folder.exists():
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
     if not folder.is_dir():
-        raise CheckpointError(f"{folder} is a file; a checkpoint is a folder with {CONFIG_NAME} and {WEIGHTS_NAME}")
+        raise CheckpointError(f"{folder} is a file; a checkpoint is a folder with {CONFIG_NAME} and {weights}")
     return folder
 
 
@@ -229,6 +232,43 @@ def load_vae(path: str | Path, *, expect: VAEConfig | None = None) -> VAE:
     vae = VAE(config)
     load_strict(vae, _read_safetensors(folder / VAE_WEIGHTS_NAME), source=str(folder / VAE_WEIGHTS_NAME))
     return vae.eval()
+
+
+# ---- tiny decoders (train.tiny_decoder) --------------------------------------------------------------
+
+
+def save_tiny_decoder(decoder: TinyDecoder, path: str | Path, *, vae: VAEConfig,
+                      info: dict[str, Any] | None = None) -> Path:
+    """``config.json`` (format, the decoder's and its VAE's config) + ``decoder.safetensors``."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in decoder.state_dict().items()},
+              str(folder / DECODER_WEIGHTS_NAME))
+    config = {"format": DECODER_FORMAT, "format_version": FORMAT_VERSION, "decoder": dataclasses.asdict(decoder.config),
+              "vae": {**vae.__dict__, "block_out_channels": list(vae.block_out_channels)}, "info": info or {}}
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def load_tiny_decoder(path: str | Path, *, expect: VAEConfig | None = None) -> TinyDecoder:
+    """Load a tiny decoder; with ``expect`` it must have been distilled from a VAE of that config (scaling factor
+    included: it decodes that VAE's scaled latents)."""
+    folder = _check_folder(path, weights=DECODER_WEIGHTS_NAME)
+    raw = _read_json(folder / CONFIG_NAME)
+    if raw.get("format") != DECODER_FORMAT:
+        raise CheckpointError(f"{folder}: not a fada-rt tiny decoder (format {raw.get('format')!r}); make one with "
+                              "python -m train.tiny_decoder")
+    unknown = sorted(set(raw) - {"format", "format_version", "decoder", "vae", "info"})
+    if unknown:
+        raise CheckpointError(f"{folder}/config.json: unknown keys {unknown}")
+    config = dataclass_from_dict(TinyDecoderConfig, raw["decoder"], path="decoder")
+    vae = dataclass_from_dict(VAEConfig, raw["vae"], path="vae")
+    if expect is not None and vae != expect:
+        raise CheckpointError(f"{folder}: this decoder was distilled from the VAE {vae}, the model's is {expect}: "
+                              "distil one from this model's VAE (python -m train.tiny_decoder)")
+    decoder = TinyDecoder(config)
+    load_strict(decoder, _read_safetensors(folder / DECODER_WEIGHTS_NAME), source=str(folder / DECODER_WEIGHTS_NAME))
+    return decoder.eval()
 
 
 # ---- SD1.5 initialisation -----------------------------------------------------------------------

@@ -157,7 +157,8 @@ class AvatarPipeline:
                         cfg_audio: float | None = None, cfg_ref: float | None = None,
                         rollout: RolloutConfig | None = None, **options: Any) -> AvatarPipeline:
         """Keyword shorthand of :meth:`load`: ``options`` are :class:`~fada_rt.backends.LoadOptions` fields
-        (``backend``, ``engine_dir``, ``device``, ``dtype``, ``compile``, ``cuda_graphs``, ``threads``, ``preset``)."""
+        (``backend``, ``engine_dir``, ``device``, ``dtype``, ``compile``, ``cuda_graphs``, ``threads``, ``preset``,
+        ``decoder``)."""
         return cls.load(LoadOptions(checkpoint=checkpoint, **options), sampler=sampler, cfg_audio=cfg_audio,
                         cfg_ref=cfg_ref, rollout=rollout)
 

@@ -21,6 +21,8 @@ SHIPPED_CHECKPOINTS: dict[tuple[str, bool, bool], Path] = {
 }
 #: The small VAE trained by ``python -m train.vae`` (``train.teacher --vae``); also inside every checkpoint.
 TINY_VAE = ASSETS_DIR / "tiny-vae"
+#: The tiny decoder distilled from that VAE's decoder by ``python -m train.tiny_decoder`` (``--decoder tiny``).
+TINY_DECODER = ASSETS_DIR / "tiny-decoder"
 #: The example portrait and speech of the synthetic world, in the repository's fada_rt/examples/ folder.
 EXAMPLES_DIR = ASSETS_DIR.parent / "examples"
 EXAMPLE_IMAGE = EXAMPLES_DIR / "face.png"

@@ -44,6 +44,9 @@ class LoadOptions:
     ``threads``: CPU threads for torch (and onnxruntime's intra-op threads); None: the libraries' choice
     (:class:`~fada_rt.api.StreamingAvatar` and ``fada_rt.live`` use :func:`default_threads` instead).
     ``preset``: when given, the checkpoint's or engines' preset must be this one.
+    ``decoder``: what turns latents into frames (torch): ``vae``, the model's VAE decoder; ``tiny``, the shipped tiny
+    decoder distilled from it (tiny preset, ``fada_rt/assets/tiny-decoder``); or the folder of one made by
+    ``python -m train.tiny_decoder``.
     """
 
     backend: str = "torch"
@@ -55,9 +58,12 @@ class LoadOptions:
     cuda_graphs: bool | None = None
     threads: int | None = None
     preset: str | None = None
+    decoder: str | Path = "vae"
 
     def __post_init__(self) -> None:
         kind = self.backend
+        if not str(self.decoder):
+            raise ValueError("decoder must be 'vae', 'tiny' or a tiny decoder's folder")
         if kind not in BACKENDS:
             raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
         object.__setattr__(self, "device", str(self.device))  # a torch.device is fine too
@@ -70,6 +76,9 @@ class LoadOptions:
                 raise ValueError("engine_dir is for the onnxruntime/tensorrt backends; the torch backend reads a "
                                  "checkpoint")
             return
+        if str(self.decoder) != "vae":
+            raise ValueError(f"the tiny decoder runs on the torch backend; the {kind} backend's engines hold the VAE "
+                             "decoder they were exported with (drop --decoder)")
         if self.checkpoint is not None:
             raise ValueError(f"the {kind} backend runs the engines in --engine-dir, not a checkpoint; drop "
                              "--checkpoint (it is for the torch backend)")
@@ -123,10 +132,14 @@ def add_load_options(parser: argparse.ArgumentParser, *, checkpoint_help: str | 
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: the "
                    "libraries' choice; 1 is often fastest on a busy machine)")
     g.add_argument("--preset", default=None, help="expected preset of the checkpoint/engines (checked if given)")
+    g.add_argument("--decoder", default=LoadOptions.decoder, metavar="vae|tiny|DIR",
+                   help="latents to frames (torch backend): the model's VAE decoder, the shipped tiny decoder distilled "
+                        "from it, or a folder made by python -m train.tiny_decoder (default: %(default)s)")
 
 
 def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
     """The :class:`LoadOptions` of flags added by :func:`add_load_options` (a ValueError names a bad combination)."""
     return LoadOptions(backend=args.backend, checkpoint=args.checkpoint, engine_dir=args.engine_dir,
                        device=args.device, dtype=args.dtype, compile=args.compile,
-                       cuda_graphs=True if args.cuda_graphs else None, threads=args.threads, preset=args.preset)
+                       cuda_graphs=True if args.cuda_graphs else None, threads=args.threads, preset=args.preset,
+                       decoder=args.decoder)

@@ -19,6 +19,7 @@ Options, all off by default (fp32 eager is the reference every other backend is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +27,9 @@ from torch import Tensor, nn
 
 from fada_rt.backends.base import Backend, BackendUnavailable
 from fada_rt.backends.options import LoadOptions
+from fada_rt.config import ModelConfig
 from fada_rt.models.fada import BRANCHES, BranchedDenoiser, ChunkConditions, FadaModel, ReferenceCache
+from fada_rt.models.tiny_decoder import TinyDecoder
 
 _NORMS = (nn.GroupNorm, nn.LayerNorm)
 
@@ -41,8 +44,10 @@ class TorchBackend(Backend):
         compile: bool = False,
         cuda_graphs: bool = False,
         role: str | None = None,
+        decoder: TinyDecoder | None = None,
     ) -> None:
-        """Wrap an already loaded model; device and dtype are the model's (see :func:`prepare_model`)."""
+        """Wrap an already loaded model; device and dtype are the model's (see :func:`prepare_model`). ``decoder``: a
+        tiny decoder (:mod:`fada_rt.models.tiny_decoder`) instead of the VAE's, moved to the model's device/dtype."""
         param = next(model.denoiser.parameters())
         super().__init__(model.config, device=param.device, dtype=param.dtype, role=role)
         if cuda_graphs and self.device.type != "cuda":
@@ -51,11 +56,14 @@ class TorchBackend(Backend):
             keep_fp32_parts(model, dtype=self.dtype)
         self.model = model.eval()
         self.compiled = compile
-        self._decode = self.model.vae.decode
+        self.decoder = "vae" if decoder is None else "tiny"
+        if decoder is not None:
+            decoder = decoder.to(device=self.device, dtype=self.dtype).eval()
+        self._decode = self.model.vae.decode if decoder is None else decoder.decode
         self._denoise: Any = self.model.denoiser
         if compile:
             self._denoise = torch.compile(self.model.denoiser, dynamic=False)
-            self._decode = torch.compile(self.model.vae.decode, dynamic=False)
+            self._decode = torch.compile(self._decode, dynamic=False)
         self._graphs = _CudaGraphRunner(self._denoise) if cuda_graphs else None
 
     @classmethod
@@ -69,7 +77,8 @@ class TorchBackend(Backend):
         device = _check_device(options.device)
         model, meta = load_model(options.checkpoint, preset=options.preset, device="cpu", dtype=torch.float32)
         return cls(prepare_model(model, device=device, dtype=options.torch_dtype), compile=options.compile,
-                   cuda_graphs=bool(options.cuda_graphs), role=meta["role"])
+                   cuda_graphs=bool(options.cuda_graphs), role=meta["role"],
+                   decoder=tiny_decoder_for(options.decoder, model.config))
 
     # ---- the Backend interface ------------------------------------------------------------------
     @torch.no_grad()
@@ -103,6 +112,23 @@ class TorchBackend(Backend):
 
 
 # ---- model preparation ---------------------------------------------------------------------------
+
+
+def tiny_decoder_for(decoder: str | Path, config: ModelConfig) -> TinyDecoder | None:
+    """The tiny decoder ``decoder`` names for a model of ``config`` (None for "vae"): "tiny" is the shipped one of
+    the tiny preset, anything else a folder of ``python -m train.tiny_decoder``; it must come from this VAE."""
+    from fada_rt.assets import TINY_DECODER
+    from fada_rt.checkpoint import load_tiny_decoder
+
+    if str(decoder) == "vae":
+        return None
+    if str(decoder) == "tiny":
+        if config.preset != "tiny":
+            raise ValueError(f"no tiny decoder is shipped for preset {config.preset!r}: distil one from its VAE with "
+                             "python -m train.tiny_decoder and pass --decoder FOLDER")
+        decoder = TINY_DECODER
+    return load_tiny_decoder(decoder, expect=config.vae)
+
 
 
 def _check_device(device: str | torch.device) -> torch.device:
