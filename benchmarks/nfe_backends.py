@@ -14,7 +14,9 @@ import torch
 
 from fada_rt.backends.base import Backend, BackendUnavailable
 from fada_rt.backends.manifest import MANIFEST_NAME, EngineError
+from fada_rt.backends.torch_backend import tiny_decoder_for
 from fada_rt.models.fada import FadaModel
+from fada_rt.models.tiny_decoder import TinyDecoder, TinyDecoderConfig
 from fada_rt.precision import Precision
 
 
@@ -60,8 +62,11 @@ class BackendFactory:
     """Builds each backend once per model; exported engines are cached in ``work_dir``."""
 
     def __init__(self, *, device: torch.device, dtype: torch.dtype, work_dir: Path, ort_threads: int,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], decoder: str = "vae") -> None:
+        """``decoder``: the torch backends' latents-to-frames (``LoadOptions.decoder``; for random-init models a
+        random tiny decoder of the preset's shape stands in for "tiny": the work is the same)."""
         self.device, self.dtype, self.work_dir, self.ort_threads, self.log = device, dtype, work_dir, ort_threads, log
+        self.decoder = decoder
         self.precision = Precision.parse(dtype).value  # of the exported engines (bf16: no engine backends)
         self._built: dict[tuple[str, int], Backend] = {}
 
@@ -86,7 +91,8 @@ class BackendFactory:
         if kind in ("torch", "torch-compiled"):
             model = prepare_model(entry.model, device=self.device, dtype=self.dtype)  # in place, shared
             compiled = kind == "torch-compiled"
-            return TorchBackend(model, compile=compiled, cuda_graphs=compiled, role=entry.role)
+            return TorchBackend(model, compile=compiled, cuda_graphs=compiled, role=entry.role,
+                                decoder=self._decoder(entry))
         folder = self._engines(kind, entry)
         try:
             return self._open(kind, folder)
@@ -94,6 +100,15 @@ class BackendFactory:
             self.log(f"cached engines in {folder} cannot be used ({err}); exporting them again")
             self._export(kind, entry, folder)
             return self._open(kind, folder)
+
+    def _decoder(self, entry: ModelEntry) -> TinyDecoder | None:
+        if self.decoder == "vae":
+            return None
+        if entry.checkpoint is None and self.decoder == "tiny":  # random init: a random decoder of the shape
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                return TinyDecoder(TinyDecoderConfig.for_model(entry.model.config))
+        return tiny_decoder_for(self.decoder, entry.model.config)
 
     def _engines(self, kind: str, entry: ModelEntry) -> Path:
         model = entry.model

@@ -91,6 +91,7 @@ def run_benchmark(
     seed: int = 0,
     realtime: float = 10.0,
     realtime_rounds: int = 2,
+    decoder: str = "vae",
     progress: bool = True,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> dict[str, Any]:
@@ -117,6 +118,7 @@ def run_benchmark(
         "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": threads or torch.get_num_threads(),
                     "flag": threads},
         "flush_denormal": flush_denormal, "realtime_s": float(realtime), "realtime_rounds": realtime_rounds,
+        "decoder": str(decoder),
         "weights": f"checkpoints in {checkpoint_dir}" if checkpoint_dir is not None else f"random init (seed {seed})",
         "work_dir": str(Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir()) / "fada-rt-nfe-latency"),
     }
@@ -136,13 +138,17 @@ def _run(config: ModelConfig, settings: dict[str, Any], *, dev: torch.device, dt
     backends, variants, seed = settings["backends"], settings["variants"], settings["seed"]
     warmup, repeats = settings["warmup"], settings["repeats"]
     unavailable = {k: r for k in backends if (r := unavailable_reason(k, device=dev, dtype=dtype)) is not None}
+    if settings["decoder"] != "vae":  # engines hold the VAE decoder they were exported with
+        unavailable.update({k: "the tiny decoder runs on the torch backends" for k in backends
+                            if not k.startswith("torch") and k not in unavailable})
     kinds = [k for k in backends if k not in unavailable]
     if not kinds:
         raise BackendUnavailable("none of the asked-for backends can run here: " +
                                  "; ".join(f"{k}: {r}" for k, r in unavailable.items()))
     models = build_models(config, variants=variants, seed=seed, checkpoint_dir=checkpoint_dir)
     factory = BackendFactory(device=dev, dtype=dtype, work_dir=Path(settings["work_dir"]),
-                             ort_threads=settings["threads"]["onnxruntime_intra_op"], log=log)
+                             ort_threads=settings["threads"]["onnxruntime_intra_op"], log=log,
+                             decoder=settings["decoder"])
     rng = np.random.default_rng(seed)
     samples = ((warmup + repeats + 1) * config.num_frames + config.audio.fps) * config.audio.samples_per_frame
     audio = (rng.standard_normal(samples) * 0.1).astype(np.float32)  # + 1 s: more than any look-ahead
@@ -302,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and audio-to-frame latency (benchmarks.realtime; 0: skip) (default: %(default)s)")
     p.add_argument("--realtime-rounds", type=int, default=2, help="alternating real-time rounds per variant "
                    "(default: %(default)s)")
+    p.add_argument("--decoder", default="vae", metavar="vae|tiny|DIR",
+                   help="the torch backends' latents-to-frames: the VAE's decoder or a tiny one (random init: a random "
+                        "tiny decoder of the preset's shape) (default: %(default)s)")
     p.add_argument("--out", default=None,
                    help="JSON file to write (default: benchmarks/results/nfe_latency_<preset>_<device>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -315,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             preset=args.preset, device=args.device, backends=args.backend, variants=args.variants, frames=args.frames,
             repeats=args.repeats, warmup=args.warmup, threads=args.threads, dtype=args.dtype,
             flush_denormal=not args.keep_denormals, checkpoint_dir=args.checkpoint_dir, work_dir=args.work_dir,
-            seed=args.seed, realtime=args.realtime, realtime_rounds=args.realtime_rounds, progress=not args.no_progress)
+            seed=args.seed, realtime=args.realtime, realtime_rounds=args.realtime_rounds, decoder=args.decoder,
+            progress=not args.no_progress)
     except (ValueError, BackendUnavailable, FileNotFoundError) as err:
         print(f"nfe_latency: {err}", file=sys.stderr)
         return 2

@@ -235,7 +235,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"{m['load_average_end']} at end; while timing, other processes used "
         f"{100 * m['cpu_during_timing']['others_share']:.0f}% of the CPU (steal {100 * m['cpu_during_timing']['steal_share']:.0f}%). "
         f"{s['repeats']} interleaved repetitions after {s['warmup']} warm-up "
-        f"chunk(s); weights: {s['weights']}. Peak matmul rate measured: {result['peak_flops']['tflops']:.3g} "
+        f"chunk(s); weights: {s['weights']}; decoder: {s.get('decoder', 'vae')}. Peak matmul rate measured: {result['peak_flops']['tflops']:.3g} "
         f"TFLOP/s ({result['peak_flops']['dtype']}).",
         "",
         "| variant | backend | NFE | chunk median (s) | chunk p90 (s) | ms / NFE | fps | RTF | first frame (s) "

@@ -30,6 +30,11 @@ windowed audio features ``(1, n, 2w+1, L, D)``, n <= F:
 The first chunk's motion latents are the reference latent repeated ``M`` times. A partial last chunk
 (n < F) is padded by repeating its last audio window (as :func:`window_features` replicates the
 clip's edge) and its output trimmed to ``n`` frames.
+
+A rolling sampler (``--sampler stream``, :mod:`fada_rt.sampling.rolling`) makes no chunks:
+``advance(avatar, state, windows) -> (frames, state)`` is one denoiser call over the frames in flight (kept in the
+state with their stages and audio windows), the new frames joining at t = 1 and the clean ones decoded, with the
+same start noise and motion conditioning as a chunk. ``frames(avatar, windows)`` runs a whole clip either way.
 """
 
 from __future__ import annotations

@@ -221,14 +221,20 @@ python -m train.distill --teacher "$RUNS/teacher-voices/teacher" --init-student 
   --motion-map dataset --noise-sharing-max 1 --audio-augment 0.5 --cfg-a-range 1 2.5 --cfg-r-range 1 1.5 \
   --run "$RUNS/distill-voices/stream"
 
+# 6d. the tiny decoder (TAESD's shape) distilled from the tiny VAE's decoder: the VAE's frames of cached latents as
+#     targets, 1500 steps of batch 32 (~8 min on 2 cores)
+python -m train.tiny_decoder --checkpoint "$RUNS/distill-voices/fast/student" --cache "$RUNS/cache-mixed" \
+  --run "$RUNS/tiny-decoder" --steps 1500 --batch-size 32
+
 # 7. the quality table of every run above (benchmarks/results/quality_table.{md,json})
 python -m benchmarks.quality_table --runs "$RUNS" --data "$HELDOUT" --clips 16 --out benchmarks/results
 # (the rows of the last two groups of METHODS were scored with --seed 0 1: --only NAME ... --seed 0 1, then --merge)
 # 8. the shipped assets (fada_rt/assets/README.md): the real-voice models of stage 6b and the VAE of stage 2
 rm -rf fada_rt/assets/tiny-fast fada_rt/assets/tiny-stream fada_rt/assets/tiny-balanced fada_rt/assets/tiny-teacher \
-  fada_rt/assets/tiny-vae
+  fada_rt/assets/tiny-vae fada_rt/assets/tiny-decoder
 cp -r "$RUNS/distill-voices/fast/student" fada_rt/assets/tiny-fast
 cp -r "$RUNS/distill-voices/stream/student" fada_rt/assets/tiny-stream
+cp -r "$RUNS/tiny-decoder/decoder" fada_rt/assets/tiny-decoder
 cp -r "$RUNS/distill-voices/balanced/student" fada_rt/assets/tiny-balanced
 cp -r "$RUNS/teacher-voices/teacher" fada_rt/assets/tiny-teacher
 cp -r "$RUNS/vae-tiny" fada_rt/assets/tiny-vae

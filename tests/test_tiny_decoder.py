@@ -103,3 +103,24 @@ def test_a_pipeline_decodes_with_the_decoder_it_is_given(tmp_path):
         LoadOptions(backend="onnxruntime", engine_dir=tmp_path, decoder="tiny")
     with pytest.raises(ValueError, match="no tiny decoder is shipped for preset 'sd15'"):
         tiny_decoder_for("tiny", get_preset("sd15"))
+
+
+#: the shipped tiny decoder against the tiny VAE's decoder on the example portrait's latents (9 shifts), measured
+#: when it was shipped; a worse re-ship falls below GOLDEN_PSNR_DB - 0.5
+GOLDEN_PSNR_DB = 28.64
+
+
+def test_golden_psnr_of_the_shipped_tiny_decoder():
+    from fada_rt.assets import TINY_DECODER, TINY_VAE, example_image
+    from fada_rt.checkpoint import load_vae
+    from fada_rt.media import load_image
+
+    vae = load_vae(TINY_VAE)
+    decoder = load_tiny_decoder(TINY_DECODER, expect=vae.config)
+    face = torch.from_numpy(load_image(example_image(), resolution=64)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    shifts = [(dy, dx) for dy in (-6, 0, 6) for dx in (-6, 0, 6)]
+    with torch.no_grad():
+        latents = vae.encode(torch.cat([torch.roll(face, s, dims=(2, 3)) for s in shifts]))
+    measured = held_out_psnr(decoder, vae, latents)
+    assert measured >= GOLDEN_PSNR_DB - 0.5, f"{measured:.2f} dB vs golden {GOLDEN_PSNR_DB}"
+    assert measured == pytest.approx(GOLDEN_PSNR_DB, abs=0.5), "a better re-ship updates GOLDEN_PSNR_DB"
