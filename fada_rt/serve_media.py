@@ -79,6 +79,10 @@ class SharedPipeline(AvatarPipeline):
         with self.lock:
             return super().generate(*args, **kwargs)
 
+    def advance(self, *args: Any, **kwargs: Any) -> Any:  # a rolling sampler's call, as a chunk
+        with self.lock:
+            return super().advance(*args, **kwargs)
+
     def prepare(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             return super().prepare(*args, **kwargs)
