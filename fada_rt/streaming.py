@@ -323,13 +323,7 @@ class StreamingSession:
             windows = self.features.pop(n)  # (1, n, 2w+1, L, D)
         state = dataclasses.replace(self.state, next_frame=first)
         frames, self.state = self.pipeline.generate(self.avatar, windows, state, generator=self.generator)
-        now = self.clock()
-        with self._lock:
-            centres = (first + np.arange(n)) * self.spf + self.spf // 2
-            latency = np.array([now - self._arrival_of(int(c)) for c in centres])
-            self._prune_arrivals(first * self.spf)
-            self._update_stats(n, dropped, latency, now, compute=now - start)
-        return ChunkOutput(frames=frames, first_frame=first, dropped_before=dropped, fps=self.fps, latency=latency)
+        return self._output(frames, first, dropped, start)
 
     def _step_rolling(self) -> ChunkOutput | None:
         """Rolling sampler: call after call, the next ready frames (up to ``step_frames``) join and every frame in
@@ -355,14 +349,17 @@ class StreamingSession:
                 windows = self.features.pop(n) if n else None  # (1, n, 2w+1, L, D)
             frames, self.state = self.pipeline.advance(self.avatar, self.state, windows, generator=self.generator)
             if len(frames):
-                break
+                return self._output(frames, first, dropped, start)
+
+    def _output(self, frames: np.ndarray, first: int, dropped: int, start: float) -> ChunkOutput:
+        """The frames made since ``start``, from frame ``first`` on: their latency from the arrival of each one's
+        audio centre, the stats updated."""
         now = self.clock()
         with self._lock:
-            e = len(frames)
-            centres = (first + np.arange(e)) * self.spf + self.spf // 2
+            centres = (first + np.arange(len(frames))) * self.spf + self.spf // 2
             latency = np.array([now - self._arrival_of(int(c)) for c in centres])
             self._prune_arrivals(first * self.spf)
-            self._update_stats(e, dropped, latency, now, compute=now - start)
+            self._update_stats(len(frames), dropped, latency, now, compute=now - start)
         return ChunkOutput(frames=frames, first_frame=first, dropped_before=dropped, fps=self.fps, latency=latency)
 
     def _arrival_of(self, sample: int) -> float:

@@ -21,6 +21,7 @@ student is distilled for.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +42,9 @@ class RollingCoefficients:
     frac: Tensor  # (S,) float64
 
     @classmethod
+    @functools.cache
     def of(cls, plan: StudentPlan) -> RollingCoefficients:
+        """Once per plan (plans are frozen), not once per call."""
         steps = plan.steps
         return cls(timestep=torch.tensor([s.timestep for s in steps], dtype=torch.float32),
                    lam=torch.tensor([s.lam_t for s in steps], dtype=torch.float64),
