@@ -113,7 +113,7 @@ class AvatarServer:
         self.max_sessions, self.max_latency = max_sessions, max_latency
         self.sessions: dict[int, Session] = {}
         self.opened = 0
-        self._pending = 0
+        self._slots: set[object] = set()  # one per session opening or open: what --max-sessions counts
         self.pipeline.prepare(portrait)  # cached: sessions start without the reference pass
 
     def app(self) -> web.Application:
@@ -145,22 +145,25 @@ class AvatarServer:
             except json.JSONDecodeError as err:
                 raise OfferError(400, f"the body is not JSON ({err}): send {{\"sdp\": ..., \"type\": \"offer\"}}") from err
             sdp = check_offer(body)
-            if len(self.sessions) + self._pending >= self.max_sessions:
+            if len(self._slots) >= self.max_sessions:
                 raise OfferError(503, f"the server is busy: {self.max_sessions} session(s) open, the most "
                                       "--max-sessions allows; close one or try again later")
-            self._pending += 1
+            slot = object()  # taken until the session closes (or its opening fails): a session counts once
+            self._slots.add(slot)
             try:
-                session = await self.open(sdp)
-            finally:
-                self._pending -= 1
+                session = await self.open(sdp, slot)
+            except BaseException:
+                self._slots.discard(slot)
+                raise
         except OfferError as err:
             log.warning("/offer refused (HTTP %d): %s", err.status, err)
             return web.json_response({"error": str(err)}, status=err.status)
         answer = session.pc.localDescription
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id})
 
-    async def open(self, sdp: str) -> Session:
-        """A session for an offer checked by :func:`check_offer`: its peer connection answered, its avatar running."""
+    async def open(self, sdp: str, slot: object) -> Session:
+        """A session for an offer checked by :func:`check_offer`: its peer connection answered, its avatar running;
+        ``slot`` is released when it closes."""
         pc = RTCPeerConnection()
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -177,7 +180,7 @@ class AvatarServer:
             raise
         self.opened += 1
         output = AvatarOutput(avatar, asyncio.get_running_loop())
-        session = Session(self.opened, pc, avatar, output)
+        session = Session(self.opened, pc, avatar, output, slot=slot)
         self.sessions[session.id] = session
         pc.addTrack(output.video)
         pc.addTrack(output.audio)
@@ -241,6 +244,7 @@ class AvatarServer:
             await session.pc.close()
         finally:
             self.sessions.pop(session.id, None)
+            self._slots.discard(session.slot)
         log.info("session %d closed: %s (%d frames sent)", session.id, reason, session.output.frames)
 
     async def close_all(self) -> None:

@@ -222,8 +222,10 @@ class Session:
     """One browser's peer connection, its avatar and the avatar's output: the browser's audio goes in, the stats go
     out on the page's data channel, and what the page reports back is kept in :attr:`client`."""
 
-    def __init__(self, number: int, pc: Any, avatar: StreamingAvatar, output: AvatarOutput) -> None:
+    def __init__(self, number: int, pc: Any, avatar: StreamingAvatar, output: AvatarOutput, *,
+                 slot: object = None) -> None:
         self.id, self.pc, self.avatar, self.output = number, pc, avatar, output
+        self.slot = slot  # the server's --max-sessions place this session holds
         self.channel: Any = None
         self.client: dict[str, Any] = {}  # what the page reported (latencyMs, ...)
         self.closed = False

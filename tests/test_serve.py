@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -228,7 +229,8 @@ def test_two_sessions_share_the_model(running: BackgroundServer, tmp_path: Path)
         results = asyncio.run(both())
     finally:
         server.max_sessions = 1
-    assert sorted(r.answer["session"] for r in results) == [3, 4]
+    first = results[0].answer["session"]
+    assert sorted(r.answer["session"] for r in results) == [first, first + 1]
     for hz, received in zip(tones, results):
         assert len(received.video) >= 10 and {(f.width, f.height) for f in received.video} == {(width, height)}
         wave = heard(received)
@@ -236,6 +238,49 @@ def test_two_sessions_share_the_model(running: BackgroundServer, tmp_path: Path)
         assert dominant_hz(wave) == pytest.approx(hz, abs=5)
         assert loudest_rms(wave, 0.1) == pytest.approx(0.3 / np.sqrt(2) * CLIENT_GAIN, rel=0.2)
     wait_until_no_sessions(running)
+
+
+def test_a_session_counts_once_while_its_answer_is_made(running: BackgroundServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --max-sessions 2, a second offer that comes while the first session is registered but still making its
+    answer is served: the opening session holds one place, not two (the race that made two browsers at once get
+    HTTP 503). The first answer is held until the second offer was answered."""
+    server: AvatarServer = running.server
+    release, answering = threading.Event(), threading.Event()
+    create_answer = RTCPeerConnection.createAnswer
+
+    async def held_answer(pc: RTCPeerConnection) -> Any:
+        if not answering.is_set():  # the first session only
+            answering.set()
+            await asyncio.to_thread(release.wait, 30)
+        return await create_answer(pc)
+
+    monkeypatch.setattr(RTCPeerConnection, "createAnswer", held_answer)
+
+    async def two() -> list[tuple[int, dict[str, Any]]]:
+        pcs = [RTCPeerConnection(), RTCPeerConnection()]
+        for pc in pcs:
+            pc.addTrack(MediaPlayer(str(EXAMPLE_AUDIO)).audio)
+        first = asyncio.create_task(post_offer(running.url, await make_offer(pcs[0])))
+        await asyncio.to_thread(answering.wait, 30)
+        try:
+            assert len(server.sessions) == 1  # registered, its answer not made yet
+            second = await post_offer(running.url, await make_offer(pcs[1]))
+        finally:
+            release.set()
+        results = [await first, second]
+        for pc in pcs:
+            await pc.close()
+        return results
+
+    server.max_sessions = 2
+    try:
+        results = asyncio.run(two())
+    finally:
+        server.max_sessions = 1
+        running.call(server.close_all())
+    assert [status for status, _ in results] == [200, 200], results
+    assert sessions(running) == []
 
 
 VANISHING_CLIENT = """
