@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fada_rt.audio_in import check_pcm
 from fada_rt.backends.options import LoadOptions, default_threads
 from fada_rt.face import MAX_SIDE, CropMode, OutputMode, Portrait
 from fada_rt.pipeline import Avatar, AvatarPipeline
@@ -148,9 +149,13 @@ class StreamingAvatar:
 
     # ---- input (any thread) -------------------------------------------------------------------------------
     def push_audio(self, pcm: np.ndarray, sample_rate: int, *, captured_at: float | None = None) -> int:
-        """Append speech to the current turn (opening one if needed): ``(n,)`` or ``(n, channels)``, float in
-        [-1, 1] or int16/int32. Returns the turn's id (1, 2, ...), which its frames and events carry.
-        ``captured_at``: when the block was captured, on :attr:`clock` (default: now), for the latency."""
+        """Append speech to the current turn (opening one if needed): mono ``(n,)`` or ``(n, channels)`` with 1 to 8
+        channels (any ``n``), float in [-1, 1] or int16/int32. Returns the turn's id (1, 2, ...), which its frames
+        and events carry. ``captured_at``: when the block was captured, on :attr:`clock` (default: now), for the
+        latency. Refused with a ValueError before anything is queued: NaN/inf samples (the message gives the
+        first one's time), channels-first ``(channels, n)`` arrays (pass ``pcm.T``), other shapes and dtypes, a
+        rate that is not a positive int (:func:`fada_rt.audio_in.check_pcm`)."""
+        check_pcm(pcm, sample_rate=sample_rate)  # before a turn is opened for it
         with self._cond:
             self._check_open("push_audio")
             self._last_push = self.clock()

@@ -6,18 +6,26 @@ and channel count, is decoded at the model's sample rate and generated chunk by 
 grow with its length; ``--max-duration`` guards against accidentally huge inputs) through the same
 :class:`~fada_rt.streaming.StreamingSession` the live runtime uses. The video runs at the model's fps and
 has exactly ``ceil(S / samples_per_frame)`` frames for ``S`` samples (the model's ``AudioConfig``); the
-audio track is the input, trimmed to the video. An interrupted or failing run still closes the file, so
-the frames written so far play. The summary reports the real-time factor, RTF = wall-clock seconds /
-seconds of video (lower is better; below 1 is faster than real time), and the frames made per second.
+audio track is the input, trimmed to the video.
+
+The output is checked before the model loads (:func:`fada_rt.outputs.check_output`: not a directory, not an
+input, a video extension, a writable place, no existing file unless ``--overwrite``) and written to
+``.NAME.partial.mp4`` beside it, renamed onto it when finalised. A run stopped by SIGINT, SIGTERM or SIGHUP
+(read between chunks) or failing still finalises the file, so the frames written so far play at the target
+path (none: no file); a signal exits with ``128 + signum``. The summary reports the real-time factor,
+RTF = wall-clock seconds / seconds of video (lower is better; below 1 is faster than real time), and the
+frames made per second.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ from tqdm import tqdm
 from fada_rt.backends import BackendUnavailable, add_load_options, load_options_from_args
 from fada_rt.face import CROP_MODES, MAX_SIDE, OUTPUT_MODES, CropMode, OutputMode, Portrait
 from fada_rt.media import VideoWriter, iter_audio, probe_audio
+from fada_rt.outputs import StopSignals, check_output
 from fada_rt.pipeline import AvatarPipeline
 from fada_rt.sampling import DISTILLED_CFG_R, SAMPLERS, TEACHER_CFG_A, TEACHER_CFG_R
 from fada_rt.streaming import ChunkOutput, StreamingSession
@@ -49,6 +58,7 @@ class GenerateResult:
     wall_seconds: float
     nfe_per_chunk: int
     silent: bool
+    stopped: bool = False  # ``stop`` was set: the file has the frames made until then (none: no file)
 
     @property
     def rtf(self) -> float:
@@ -81,6 +91,8 @@ def generate_video(
     max_duration: float | None = 600.0,
     progress: bool = True,
     on_chunk: Callable[[ChunkOutput], None] | None = None,
+    overwrite: bool = False,
+    stop: threading.Event | None = None,
 ) -> GenerateResult:
     """Generate ``out`` from ``image`` and ``audio``; see the module docstring.
 
@@ -89,9 +101,12 @@ def generate_video(
     (:meth:`AvatarPipeline.portrait`); an already loaded :class:`~fada_rt.face.Portrait` skips that.
 
     ``max_duration`` (seconds; None or 0 for no limit) is checked against the container's metadata
-    before anything is generated, and again while decoding.
+    before anything is generated, and again while decoding. ``out`` is checked first
+    (:func:`~fada_rt.outputs.check_output`; an existing file is replaced only with ``overwrite``).
+    ``stop``: when set (read between chunks) the run ends early with the frames made so far, ``stopped=True``.
     """
     start = time.monotonic()
+    out = check_output(out, inputs=(image, audio), overwrite=overwrite)
     if output not in OUTPUT_MODES:
         raise ValueError(f"unknown output {output!r}; expected one of {OUTPUT_MODES}")
     portrait = image if isinstance(image, Portrait) else pipeline.portrait(
@@ -117,17 +132,22 @@ def generate_video(
     frame_size = portrait.size if output == "full" else (size or default_size(pipeline.resolution))
     writer = VideoWriter(out, size=frame_size, fps=fps, sample_rate=rate)
     peak = 0.0
+    drain = functools.partial(_drain, session, writer, bar, on_chunk, portrait, output, stop)
     try:
         for block in itertools.chain([first], blocks):
+            if stop is not None and stop.is_set():
+                break
             if limit is not None and (session.features.total + block.size) / rate > limit:
                 raise ValueError(f"{audio} is longer than --max-duration {limit:g} s; pass a larger "
                                  f"--max-duration (or 0 for no limit)")
             peak = max(peak, float(np.abs(block).max(initial=0.0)))
             session.push(block)
             writer.write_audio(block)
-            _drain(session, writer, bar, on_chunk, portrait, output)
-        session.finish()
-        _drain(session, writer, bar, on_chunk, portrait, output)
+            if not drain():
+                break
+        else:
+            session.finish()
+            drain()
     except BaseException:
         _finalise_partial(writer)
         raise
@@ -137,28 +157,30 @@ def generate_video(
     silent = peak < SILENCE_PEAK
     if silent:
         log.warning("%s is silent (peak %.1e): the avatar keeps its mouth closed", audio, peak)
-    return GenerateResult(path=Path(out), frames=writer.frames_written, video_seconds=writer.duration,
+    return GenerateResult(path=out, frames=writer.frames_written, video_seconds=writer.duration,
                           audio_seconds=session.features.total / rate, wall_seconds=time.monotonic() - start,
-                          nfe_per_chunk=pipeline.nfe, silent=silent)
+                          nfe_per_chunk=pipeline.nfe, silent=silent, stopped=stop is not None and stop.is_set())
 
 
 def _drain(session: StreamingSession, writer: VideoWriter, bar: tqdm, on_chunk: Callable[[ChunkOutput], None] | None,
-           portrait: Portrait, output: OutputMode) -> None:
+           portrait: Portrait, output: OutputMode, stop: threading.Event | None) -> bool:
+    """Write the chunks that are ready; False when ``stop`` was set (read after each chunk)."""
     while (chunk := session.step()) is not None:
         writer.write_frames(np.stack([portrait.frame(f, output) for f in chunk.frames]))
         bar.update(len(chunk.frames))
         if on_chunk is not None:
             on_chunk(chunk)
+        if stop is not None and stop.is_set():
+            return False
+    return stop is None or not stop.is_set()
 
 
 def _finalise_partial(writer: VideoWriter) -> None:
-    """On an error or Ctrl-C: close the file so what was written plays; remove it if it has no frames."""
+    """On an error or Ctrl-C: close the file, so what was written plays at the target (no frames: no file)."""
     writer.close()
-    if writer.frames_written:
+    if writer.written:
         log.warning("partial video written: %s (%d frames, %.2f s)", writer.path, writer.frames_written,
                     writer.duration)
-    else:
-        writer.path.unlink(missing_ok=True)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
@@ -166,7 +188,9 @@ def _finalise_partial(writer: VideoWriter) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fada_rt.generate", description=DESCRIPTION)
-    p.add_argument("--out", required=True, help="output video (.mp4): H.264 + AAC")
+    p.add_argument("--out", required=True, help="output video (.mp4): H.264 + AAC; written to .NAME.partial.mp4 "
+                   "beside it and renamed when complete")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     p.add_argument("--image", default=None, help="portrait image, any size (default: fada_rt/examples/face.png); the "
                    "face is found and aligned (see --crop)")
     p.add_argument("--audio", default=None, help="speech audio in any format PyAV reads, any rate/channels "
@@ -224,18 +248,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        pipeline = pipeline_from_args(args)
         image = args.image if args.image is not None else example_image()
         audio = args.audio if args.audio is not None else example_audio()
-        result = generate_video(pipeline=pipeline, image=image, audio=audio, out=args.out, output=args.output,
-                                crop=args.crop, face_index=args.face_index, max_side=args.max_side, size=args.size,
-                                seed=args.seed, max_duration=args.max_duration, progress=not args.no_progress)
-    except KeyboardInterrupt:
+        check_output(args.out, inputs=(image, audio), overwrite=args.overwrite)  # before the model loads
+        pipeline = pipeline_from_args(args)
+        with StopSignals() as signals:  # SIGINT/SIGTERM/SIGHUP: finish the file, exit 128 + signum
+            result = generate_video(pipeline=pipeline, image=image, audio=audio, out=args.out, output=args.output,
+                                    crop=args.crop, face_index=args.face_index, max_side=args.max_side,
+                                    size=args.size, seed=args.seed, max_duration=args.max_duration,
+                                    progress=not args.no_progress, overwrite=args.overwrite, stop=signals.event)
+    except KeyboardInterrupt:  # while the model loaded: nothing was written
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, BackendUnavailable) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, BackendUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if result.stopped and signals.exit_code is not None:
+        written = (f"partial video {result.path}: {result.frames} frames ({result.video_seconds:.2f} s)"
+                   if result.frames else "no frame was made; no file written")
+        print(f"stopped by {signals.name}: {written}", file=sys.stderr)
+        return signals.exit_code
     print(f"wrote {result.path}: {result.frames} frames ({result.video_seconds:.2f} s), {result.nfe_per_chunk} NFE "
           f"per chunk, {result.wall_seconds:.1f} s: RTF {result.rtf:.2f} (wall / video seconds), {result.fps:.1f} fps")
     return 0

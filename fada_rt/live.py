@@ -7,14 +7,18 @@ needs no sounddevice; the run ends when the file does. Audio goes into a
 that waits longer than ``--max-latency`` is skipped unmade); frames come paced at the model's fps, each
 with the audio that plays with it. They go to the preview page on 127.0.0.1 (``--no-preview`` to skip) and
 to ``--record OUT.mp4``, whose picture and sound are the emitted frames and their audio, so they stay
-aligned; it is closed properly on Ctrl-C, so it plays.
+aligned. ``--record`` is checked before the model loads (:func:`fada_rt.outputs.check_output`) and written
+to ``.NAME.partial.mp4``, renamed onto it when closed: SIGINT, SIGTERM and SIGHUP (read between frames) end
+the run like the end of the source, the recording plays, and the exit code is ``128 + signum``. The report
+mentions a recording only when one was written. Latency and A/V offset: :class:`FrameTimer`.
+``--stats-jsonl F`` also writes the reports as JSON lines (:class:`~fada_rt.preview.StatsLog`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import signal
 import sys
 import threading
 import time
@@ -29,7 +33,9 @@ import numpy as np
 from fada_rt.api import AvatarFrame, StreamingAvatar
 from fada_rt.face import CropMode, OutputMode
 from fada_rt.media import SAMPLE_RATE, PcmConverter, VideoWriter, iter_audio, probe_audio
+from fada_rt.outputs import StopSignals, check_output, signal_name
 from fada_rt.pipeline import AvatarPipeline
+from fada_rt.preview import FrameTimer, PreviewServer, StatsLog
 
 DESCRIPTION = ("A portrait driven live by the microphone (or --audio-file paced in real time), with a preview "
                "page on 127.0.0.1 and an optional --record OUT.mp4.")
@@ -114,6 +120,9 @@ class FileSource:
         self.info = probe_audio(path)  # missing / non-audio files fail here, before anything starts
         if speed is not None and speed <= 0:
             raise ValueError(f"--speed must be > 0, got {speed}")
+        with contextlib.closing(iter_audio(path, block_samples=SAMPLE_RATE // 10)) as blocks:
+            if next(blocks, None) is None:
+                raise ValueError(f"{path} contains no audio samples (empty audio); give a file with speech in it")
         self.path, self.speed, self.backlog, self.max_ahead = Path(path), speed, backlog, max_ahead
         self.block = SAMPLE_RATE * block_ms // 1000
         self.realtime = speed is not None
@@ -176,8 +185,14 @@ class LiveRecorder:
 class LiveResult:
     frames: int
     stats: dict[str, Any]
-    recorded_frames: int | None
-    interrupted: bool
+    recorded_frames: int | None  # frames in the recording (None: no --record)
+    interrupted: bool  # stopped by a signal
+    signal: int | None = None  # the signal that stopped the run
+    recording: Path | None = None  # the recording, when one was written (it has frames)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signal is None else 128 + self.signal
 
 
 def run_live(
@@ -200,47 +215,47 @@ def run_live(
     on_frame: Callable[[np.ndarray, float], None] | None = None,
     report: Callable[[dict[str, Any]], None] | None = None,
     report_every: float = 1.0,
+    overwrite: bool = False,
 ) -> LiveResult:
-    """Run until the source ends, ``duration`` seconds of audio were rendered, ``stop`` is set or Ctrl-C.
+    """Run until the source ends, ``duration`` seconds of audio were rendered, ``stop`` is set or a signal
+    (SIGINT, SIGTERM, SIGHUP; on the main thread) comes.
 
     ``output``/``crop``/``face_index``/``max_side``: the portrait (docs/portraits.md); ``size``: the preview's
-    long side, and with ``output="crop"`` the recording's size (full recordings have the picture's size)."""
-    avatar = StreamingAvatar(image, pipeline=pipeline, seed=seed, realtime=source.realtime, output=output,
-                             crop=crop, face_index=face_index, max_side=max_side,
-                             max_latency=max_latency if source.realtime else None)
-    if avatar.portrait.note:
-        print(avatar.portrait.note, flush=True)
-    if avatar.portrait.faces:
-        print(avatar.portrait.describe_faces(), flush=True)
-    record_size = avatar.portrait.size if output == "full" else size
-    if isinstance(source, FileSource) and source.speed is None:
-        source.backlog = avatar.buffered_seconds
-    recorder = None
+    long side, and with ``output="crop"`` the recording's size (full recordings have the picture's size).
+    ``record`` is checked first (:func:`~fada_rt.outputs.check_output`; an existing file is replaced only with
+    ``overwrite``). ``report`` gets the stats every ``report_every`` seconds, :class:`FrameTimer`'s over that
+    interval; the result's are over the run."""
     if record is not None:
-        recorder = LiveRecorder(record, size=record_size, fps=avatar.fps, sample_rate=avatar.audio_rate)
-    server = None
-    if preview:
-        from fada_rt.preview import PreviewServer
+        record = check_output(record, inputs=(image, getattr(source, "path", None)), overwrite=overwrite,
+                              flag="--record")
+    with contextlib.ExitStack() as cleanup:  # closed in reverse: the source first, the signal handlers last
+        signals = cleanup.enter_context(StopSignals())  # a signal sets a flag the loop reads between frames
+        avatar = cleanup.enter_context(StreamingAvatar(
+            image, pipeline=pipeline, seed=seed, realtime=source.realtime, output=output, crop=crop,
+            face_index=face_index, max_side=max_side, max_latency=max_latency if source.realtime else None))
+        if avatar.portrait.note:
+            print(avatar.portrait.note, flush=True)
+        if avatar.portrait.faces:
+            print(avatar.portrait.describe_faces(), flush=True)
+        if isinstance(source, FileSource) and source.speed is None:
+            source.backlog = avatar.buffered_seconds
+        server = None
+        if preview:
+            server = cleanup.enter_context(PreviewServer(port=port, size=size, delay=0.0))
+            print(f"preview: {server.url}", flush=True)
+        recorder = None
+        if record is not None:
+            recorder = LiveRecorder(record, size=avatar.portrait.size if output == "full" else size, fps=avatar.fps,
+                                    sample_rate=avatar.audio_rate)
+            cleanup.callback(recorder.close)
 
-        server = PreviewServer(port=port, size=size, delay=0.0)
-        print(f"preview: {server.start()}", flush=True)
+        def stopping() -> bool:
+            return signals.event.is_set() or (stop is not None and stop.is_set())
 
-    def sink(samples: np.ndarray) -> None:
-        avatar.push_audio(samples, SAMPLE_RATE)
-
-    # Ctrl-C sets a flag that the loop reads between frames, so it never lands inside a frame write
-    # (a KeyboardInterrupt there could leave the recording and its reported frame count apart).
-    interrupt = threading.Event()
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupt.set())
-
-    def stopping() -> bool:
-        return interrupt.is_set() or (stop is not None and stop.is_set())
-
-    frames, last_report = 0, time.monotonic()
-    source.start(sink, avatar.end_audio)
-    try:
+        clock, timer = avatar.clock, FrameTimer()
+        frames, last_report = 0, clock()
+        source.start(lambda samples: avatar.push_audio(samples, SAMPLE_RATE), avatar.end_audio)
+        cleanup.callback(source.stop)
         while True:
             try:
                 frame = avatar.next_frame(timeout=0.25)
@@ -251,52 +266,50 @@ def run_live(
             if frame is None:  # the source ended and every frame is out
                 break
             frames += 1
-            pts = frame.pts
+            timer.add(pts=frame.pts, emitted=clock(), captured_at=frame.captured_at)
             if recorder is not None:
                 recorder.write(frame)
-            stats = avatar.stats
-            if server is not None:  # both on time.monotonic(), the avatar's clock
-                server.update(frame.image, pts, stats, captured_at=frame.captured_at)
+            if server is not None:  # on the avatar's clock
+                server.update(frame.image, frame.pts, _live_stats(avatar.stats, timer.stats(), recorder))
             if on_frame is not None:
-                on_frame(frame.image, pts)
-            if report is not None and time.monotonic() - last_report >= report_every:
-                report(_live_stats(stats, server, recorder))
-                last_report = time.monotonic()
-            if stopping() or (duration is not None and pts >= duration):
+                on_frame(frame.image, frame.pts)
+            if report is not None and clock() - last_report >= report_every:
+                report(_live_stats(avatar.stats, timer.stats(reset=True), recorder))
+                last_report = clock()
+            if stopping() or (duration is not None and frame.pts >= duration):
                 break
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
-        source.stop()
-        avatar.close()
-        if recorder is not None:
-            recorder.close()
-        if server is not None:
-            server.close()
     if getattr(source, "error", None) is not None:
         raise source.error
-    stats = _live_stats(avatar.stats, server, recorder)
-    return LiveResult(frames=frames, stats=stats, interrupted=interrupt.is_set(),
-                      recorded_frames=recorder.writer.frames_written if recorder is not None else None)
+    written = recorder is not None and recorder.writer.written
+    return LiveResult(frames=frames, stats=_live_stats(avatar.stats, timer.stats(total=True), recorder),
+                      interrupted=signals.signum is not None, signal=signals.signum,
+                      recorded_frames=recorder.writer.frames_written if recorder is not None else None,
+                      recording=record if written else None)
 
 
-def _live_stats(stats: dict[str, Any], server: Any, recorder: LiveRecorder | None) -> dict[str, Any]:
-    out = dict(stats)
-    if server is not None:
-        out.update({k: v for k, v in server.stats().items() if k in ("av_offset_ms", "av_offset_ms_max")})
+def _live_stats(stats: dict[str, Any], timing: dict[str, float | None], recorder: LiveRecorder | None
+                ) -> dict[str, Any]:
+    """The avatar's stats with :class:`FrameTimer`'s latency and A/V offset in place of its run-long latency."""
+    out = {**stats, **timing}
     if recorder is not None:
         out["recorded_frames"] = recorder.writer.frames_written
     return out
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    parts = [f"frames {stats['frames']}", f"fps {stats['fps']:.1f}", f"RTF {stats['rtf']:.2f}",
-             f"latency {stats['latency_ms_last']:.0f} ms (mean {stats['latency_ms_mean']:.0f}, "
-             f"max {stats['latency_ms_max']:.0f})", f"dropped {stats['dropped_frames']}",
-             f"speech queued {stats['pending_seconds']:.1f} s"]
-    if stats.get("av_offset_ms") is not None:  # the preview's: shown - captured, of the frame shown last
-        parts.append(f"A/V offset on the page {stats['av_offset_ms']:.0f} ms (max {stats['av_offset_ms_max']:.0f})")
-    return " | ".join(parts)
+    def ms(name: str) -> str:
+        last, mean, peak = (stats.get(f"{name}_ms_{k}") for k in ("last", "mean", "max"))
+        return "-" if last is None else f"{last:.0f} ms (mean {mean:.0f}, max {peak:.0f})"
+
+    return " | ".join([f"frames {stats['frames']}", f"fps {stats['fps']:.1f}", f"RTF {stats['rtf']:.2f}",
+                       f"latency {ms('latency')}", f"A/V offset {ms('av_offset')}",
+                       f"dropped {stats['dropped_frames']}", f"speech queued {stats['pending_seconds']:.1f} s"])
+
+
+def _report(stats: dict[str, Any], log: StatsLog | None) -> None:
+    print(format_stats(stats), flush=True)
+    if log is not None:
+        log.write(stats)
 
 
 # ---- CLI ------------------------------------------------------------------------------------------
@@ -314,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="pace of --audio-file relative to real time "
                    "(default: %(default)s)")
     p.add_argument("--input-device", default=None, help="sounddevice input device (index or name substring)")
-    p.add_argument("--record", default=None, help="also write the stream to this .mp4 (H.264 + AAC)")
+    p.add_argument("--record", default=None, help="also write the stream to this .mp4 (H.264 + AAC); written to "
+                   ".NAME.partial.mp4 beside it and renamed when closed")
+    p.add_argument("--overwrite", action="store_true", help="replace --record if it exists (default: refuse)")
     p.add_argument("--no-preview", action="store_true", help="do not serve the preview page")
     p.add_argument("--port", type=int, default=8765, help="preview port on 127.0.0.1 (default: %(default)s; 0: any "
                    "free port)")
@@ -326,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "recording's, even (default: %(default)s)")
     add_portrait_args(p, max_side=LIVE_MAX_SIDE)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: %(default)s)")
+    p.add_argument("--stats-jsonl", default=None, help="also write each report and the final stats to this file, one "
+                   "JSON object a line (default: off)")
     add_model_args(p)
     return p
 
@@ -338,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         image = args.image if args.image is not None else example_image()
+        if args.record is not None:  # before the microphone opens and the model loads
+            check_output(args.record, inputs=(image, args.audio_file), overwrite=args.overwrite, flag="--record")
+        log = StatsLog(args.stats_jsonl) if args.stats_jsonl is not None else None
         if args.audio_file is not None:
             source: MicrophoneSource | FileSource = FileSource(args.audio_file, speed=args.speed)
         else:
@@ -351,18 +371,25 @@ def main(argv: list[str] | None = None) -> int:
         result = run_live(pipeline=pipeline, image=image, source=source, record=args.record,
                           preview=not args.no_preview, port=args.port, output=args.output, crop=args.crop,
                           face_index=args.face_index, max_side=args.max_side, size=args.size,
-                          max_latency=args.max_latency, seed=args.seed,
-                          duration=args.duration, report=lambda s: print(format_stats(s), flush=True))
-    except (LiveInputError, ValueError, FileNotFoundError, BackendUnavailable) as err:
+                          max_latency=args.max_latency, seed=args.seed, overwrite=args.overwrite,
+                          duration=args.duration, report=lambda s: _report(s, log))
+    except (LiveInputError, ValueError, FileExistsError, FileNotFoundError, BackendUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the live loop started (model loading)
         print("interrupted", file=sys.stderr)
         return 130
-    print(("interrupted; " if result.interrupted else "done; ") + format_stats(result.stats), flush=True)
-    if args.record is not None:
-        print(f"recording: {args.record} ({result.recorded_frames} frames)", flush=True)
-    return 130 if result.interrupted else 0
+    ended = "done" if result.signal is None else f"stopped by {signal_name(result.signal)}"
+    print(f"{ended}; " + format_stats(result.stats), flush=True)
+    if log is not None:
+        log.write(result.stats, kind="final", emitted=result.frames, exit_code=result.exit_code,
+                  recording=None if result.recording is None else str(result.recording))
+    if result.recording is not None:
+        n = result.recorded_frames or 0
+        print(f"recording: {result.recording} ({n} frames, {n / pipeline.config.audio.fps:.2f} s)", flush=True)
+    elif args.record is not None:
+        print(f"no recording written to {args.record}: no frame was emitted", flush=True)
+    return result.exit_code
 
 
 if __name__ == "__main__":

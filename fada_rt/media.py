@@ -8,7 +8,9 @@ where no model is at hand.
 **Images** (:func:`read_image`): decoded with Pillow, EXIF orientation applied, transparency composited
 over white, converted to RGB; pictures larger than ``max_side`` on the long side are downscaled to it
 (JPEGs decode at a reduced scale directly) and the caller is told. Files Pillow cannot decode (not an
-image, truncated, corrupt) and pictures over :data:`MAX_PIXELS` are refused. Where the face is and how
+image, empty, truncated, corrupt) are refused; so are pictures over :data:`MAX_PIXELS` (64 Mpx) that are not
+JPEGs (those decode reduced), from the header's size before decoding (:mod:`fada_rt.image_in`). 16-bit
+greyscale is scaled to 8 bits; an animated picture gives its first frame. Where the face is and how
 it is cut out is :mod:`fada_rt.face`; :func:`load_image` is the policy for pictures already framed like
 the model's training crops: the centre square on the short side, resized to the model resolution.
 
@@ -31,9 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from fada_rt.audio_in import DecodeChecks, check_pcm, declared_duration
 from fada_rt.config import AudioConfig
+from fada_rt.image_in import MAX_PIXELS, to_eight_bit  # noqa: F401  (MAX_PIXELS: part of this module's API)
+from fada_rt.image_in import open_image as _open_image
+from fada_rt.outputs import VIDEO_SUFFIXES, finish_output, partial_path
 
 if TYPE_CHECKING:
     import av  # the functions that use it import it (see the module docstring)
@@ -43,13 +49,9 @@ SAMPLE_RATE: int = _AUDIO.sample_rate
 FPS: int = _AUDIO.fps
 SAMPLES_PER_FRAME: int = _AUDIO.samples_per_frame
 AUDIO_HINT = "give an audio file ffmpeg/PyAV can decode (wav, mp3, m4a, flac, ogg, or a video with an audio track)"
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 # ---- images ----------------------------------------------------------------------------------------
-
-
-MAX_PIXELS = 178_000_000  # Pillow's own refusal starts above this (decompression-bomb guard)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def read_image(source: str | Path | np.ndarray | Image.Image, *, max_side: int |
         image, original = source, source.size
     else:
         image, original = _open_image(Path(source), max_side=max_side)
-    image = _to_rgb(ImageOps.exif_transpose(image))
+    name = str(source) if isinstance(source, (str, Path)) else "the image"
+    image = _to_rgb(to_eight_bit(ImageOps.exif_transpose(image), name))
     if max_side is not None and max(image.size) > max_side:
         f = max_side / max(image.size)
         image = image.resize((max(1, round(image.size[0] * f)), max(1, round(image.size[1] * f))),
@@ -96,35 +99,6 @@ def load_image(source: str | Path | np.ndarray | Image.Image, *, resolution: int
     if side != resolution:
         image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.uint8).copy()
-
-
-def _open_image(path: Path, *, max_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
-    """The decoded image and the file's (width, height) (JPEGs far over ``max_side`` decode reduced)."""
-    import warnings
-
-    if not path.exists():
-        raise FileNotFoundError(f"image {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"image {path} is not a file")
-    try:
-        with warnings.catch_warnings():
-            # the size is checked against MAX_PIXELS below, before the pixels are decoded
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ValueError(f"{path} is {w}x{h} px ({w * h / 1e6:.0f} Mpx), over the {MAX_PIXELS / 1e6:.0f} "
-                                     f"Mpx this loader decodes; downscale it first (e.g. to 4096 px on the long side)")
-                if max_side is not None and img.format == "JPEG" and max(w, h) > 2 * max_side:
-                    img.draft("RGB", (max_side, max_side))  # JPEG decodes at 1/2, 1/4 or 1/8 scale: cheap
-                img.load()  # decode now: truncated/corrupt data fails here, not later
-                return img.copy(), (w, h)
-    except UnidentifiedImageError as err:
-        raise ValueError(f"{path} is not an image Pillow can read (PNG, JPEG, WebP, BMP, ...)") from err
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"{path} is too large to decode safely ({err}); downscale it first") from err
-    except (OSError, SyntaxError) as err:
-        raise ValueError(f"{path} is a corrupt or truncated image ({err}); re-export or re-download it") from err
 
 
 def _image_from_array(array: np.ndarray) -> Image.Image:
@@ -163,28 +137,25 @@ def _open_audio(path: str | Path) -> tuple[av.container.InputContainer, av.audio
         raise FileNotFoundError(f"audio file {path} does not exist")
     if not path.is_file():
         raise ValueError(f"audio {path} is not a file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"audio file {path} is empty (0 bytes); re-export or re-download it")
     try:
         container = av.open(str(path))
     except av.FFmpegError as err:
-        raise ValueError(f"cannot read audio from {path} ({err}); {AUDIO_HINT}") from err
+        raise ValueError(f"cannot read audio from {path} ({err}): not a format ffmpeg/PyAV knows, or a corrupt or "
+                         f"truncated file (re-export or re-download it); {AUDIO_HINT}") from err
     if not container.streams.audio:
+        what = " (a video without sound)" if container.streams.video else ""
         container.close()
-        raise ValueError(f"{path} has no audio stream; {AUDIO_HINT}")
+        raise ValueError(f"{path} has no audio stream{what}; {AUDIO_HINT}")
     return container, container.streams.audio[0]
 
 
 def probe_audio(path: str | Path) -> AudioInfo:
     """Container metadata without decoding (the duration may be None for raw streams)."""
-    import av
-
     container, stream = _open_audio(path)
     with container:
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        return AudioInfo(Path(path), duration, stream.codec_context.sample_rate or 0,
+        return AudioInfo(Path(path), declared_duration(container, stream), stream.codec_context.sample_rate or 0,
                          stream.codec_context.channels or 0, stream.codec_context.name)
 
 
@@ -194,39 +165,34 @@ def iter_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE, block_sample
     second; the last may be shorter).
 
     Never holds more than about one block plus one decoded packet. Decoding errors are ValueErrors
-    that say where in the file they happened.
+    that say where in the file they happened; so are NaN/inf samples (raised before the block holding them
+    is yielded). Samples are clipped to [-1, 1], with a warning when the file holds samples beyond it; a file
+    that decodes clearly shorter than its container declares, or ends in a packet that does not decode, is
+    probably truncated: a warning says so and what decoded is used (:mod:`fada_rt.audio_in`).
     """
     import av
 
     block_samples = block_samples or sample_rate
     container, stream = _open_audio(path)
-    resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # channel layout kept; averaged below
+    checks = DecodeChecks(path, declared_duration(container, stream, own=True), sample_rate=sample_rate)
     pending: list[np.ndarray] = []
     count = 0
-    decoded = 0
     with container:
         try:
-            frames = container.decode(stream)
-            while True:
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    frame = None
-                for out in resampler.resample(frame):
-                    mono = out.to_ndarray().mean(axis=0, dtype=np.float32)  # (ch, n) -> (n,)
-                    pending.append(mono)
-                    count += mono.shape[0]
-                    decoded += mono.shape[0]
+            if stream.codec_context.name.startswith("pcm_f"):  # float PCM: NaN/inf refused before any block
+                checks.prescan()
+            for mono in checks.mono(container, stream):
+                pending.append(mono)
+                count += mono.shape[0]
                 while count >= block_samples:
                     block = np.concatenate(pending)
                     yield block[:block_samples]
                     rest = block[block_samples:]
                     pending, count = ([rest] if rest.size else []), rest.shape[0]
-                if frame is None:
-                    break
         except av.FFmpegError as err:
-            raise ValueError(f"decoding {path} failed after {decoded / sample_rate:.2f} s ({err}); "
-                             f"the file is corrupt or truncated") from err
+            raise ValueError(f"decoding {path} failed after {checks.seconds:.2f} s ({err}); "
+                             f"the file is corrupt or truncated; re-export or re-download it") from err
+    checks.finish()
     if count:
         yield np.concatenate(pending)
 
@@ -250,24 +216,22 @@ def write_wav(path: str | Path, wave: np.ndarray, *, sample_rate: int = SAMPLE_R
         f.writeframes(pcm.tobytes())
 
 
-def to_mono_float(pcm: np.ndarray) -> np.ndarray:
+def to_mono_float(pcm: np.ndarray, *, sample_rate: int | None = None) -> np.ndarray:
     """PCM ``(n,)`` or ``(n, channels)`` (sounddevice's layout), float in [-1, 1] or int16/int32,
-    -> float32 mono ``(n,)`` (channels averaged)."""
-    pcm = np.asarray(pcm)
-    if pcm.ndim not in (1, 2):
-        raise ValueError(f"PCM must be (samples,) or (samples, channels), got shape {pcm.shape}")
+    -> float32 mono ``(n,)`` (channels averaged).
+
+    Refused (ValueError): NaN/inf samples (the message gives the first one's time when ``sample_rate`` is
+    given), and 2-D arrays that are not ``(samples, channels)`` with 1 to 8 channels, e.g. ``(2, 48000)``
+    (:func:`fada_rt.audio_in.check_pcm`). Float values beyond ±1 are passed on as they are (the outputs clip
+    them when they encode)."""
+    pcm = check_pcm(pcm, sample_rate=sample_rate)
     if pcm.dtype == np.int16:
         pcm = pcm.astype(np.float32) / 32768.0
     elif pcm.dtype == np.int32:
         pcm = pcm.astype(np.float32) / 2147483648.0
-    elif pcm.dtype.kind != "f":
-        raise ValueError(f"PCM must be float (in [-1, 1]), int16 or int32, got {pcm.dtype}")
     if pcm.ndim == 2:
         pcm = pcm.mean(axis=1)
-    pcm = pcm.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(pcm)):
-        raise ValueError("PCM contains NaN or infinite samples")
-    return pcm
+    return pcm.astype(np.float32, copy=False)
 
 
 class PcmConverter:
@@ -287,7 +251,7 @@ class PcmConverter:
             self.rate = sample_rate
         elif sample_rate != self.rate:
             raise ValueError(f"sample_rate changed from {self.rate} to {sample_rate} Hz within one stream")
-        mono = to_mono_float(pcm)
+        mono = to_mono_float(pcm, sample_rate=sample_rate)
         if sample_rate == self.target:
             return mono
         if self._resampler is None:
@@ -320,7 +284,9 @@ class VideoWriter:
     Video frame ``k`` gets pts ``k / fps``; audio is written up to the end of the last video frame as
     frames arrive (so the file interleaves) and trimmed to the video length at :meth:`close`.
     Always close it (it is a context manager): closing flushes the encoders and writes the index, so
-    an interrupted run still leaves a playable file.
+    an interrupted run still leaves a playable file. The file is written to ``.NAME.partial.SUFFIX`` beside
+    ``path`` and renamed onto ``path`` by :meth:`close`; without frames it is removed instead
+    (:mod:`fada_rt.outputs`), so ``path`` is never a half-written file.
     """
 
     def __init__(self, path: str | Path, *, size: int | tuple[int, int], fps: int = FPS,
@@ -328,7 +294,10 @@ class VideoWriter:
         """``size``: the side of square frames, or (width, height)."""
         import av
 
+
         self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.written = False  # True once close() renamed a finalised file with frames onto path
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise ValueError(f"output {self.path} must end in one of {VIDEO_SUFFIXES} (H.264 + AAC)")
         width, height = (size, size) if isinstance(size, int) else size
@@ -344,7 +313,7 @@ class VideoWriter:
         self._audio: list[np.ndarray] = []
         self._audio_buffered = 0
         self._closed = False
-        self.container = av.open(str(self.path), "w", options={"movflags": "+faststart"})
+        self.container = av.open(str(self.partial), "w", options={"movflags": "+faststart"})
         try:
             self.video = self.container.add_stream("libx264", rate=fps)
             self.video.width, self.video.height = width, height
@@ -356,8 +325,12 @@ class VideoWriter:
                 self.audio = self.container.add_stream("aac", rate=sample_rate)
                 self.audio.layout = "mono"
                 self.audio.time_base = Fraction(1, sample_rate)
-        except Exception:
+            self.container.start_encoding()  # opens the file now: a place it cannot be written fails here
+        except Exception as err:
             self.container.close()
+            self.partial.unlink(missing_ok=True)
+            if isinstance(err, (OSError, av.FFmpegError)):
+                raise ValueError(f"cannot write {self.path} ({err}); choose a writable place") from err
             raise
 
     def __enter__(self) -> VideoWriter:
@@ -411,7 +384,9 @@ class VideoWriter:
         self.audio_written += n
 
     def close(self) -> None:
-        """Flush audio up to the video length (the rest is trimmed) and the encoders; idempotent."""
+        """Flush audio up to the video length (the rest is trimmed) and the encoders, then rename the file onto
+        ``path`` (or remove it when it has no frames); idempotent."""
+
         if self._closed:
             return
         self._closed = True
@@ -422,6 +397,7 @@ class VideoWriter:
                 self.container.mux(self.audio.encode(None))
         finally:
             self.container.close()
+        self.written = finish_output(self.partial, self.path, keep=self.frames_written > 0)
 
 
 @dataclass(frozen=True)

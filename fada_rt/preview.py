@@ -6,20 +6,21 @@ Routes: ``/`` the page, ``/frame.jpg`` the frame due now (JPEG), ``/stats.json``
 Frames are played out on their own clock: the first frame fixes ``anchor = arrival - pts + delay``, and
 frame ``pts`` is due at ``anchor + pts`` (:class:`~fada_rt.api.StreamingAvatar` already paces its frames,
 so ``fada_rt.live`` uses no delay). A frame that arrives after its due time is shown at once;
-``late_frames`` counts them. ``av_offset_ms`` is measured per frame when it is shown (served as the current
-frame): the time since its audio was captured (``captured_at`` of :meth:`PreviewServer.update`). It is how
-far the avatar's mouth on the page trails the voice it follows; ``av_offset_ms_max`` is the largest so far.
+``late_frames`` counts them. The stats shown are the producer's (:meth:`PreviewServer.update`); the live
+stream's latency and A/V offset are measured per frame by :class:`FrameTimer`, with or without this page.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,7 @@ class PreviewServer:
         self.delay = delay
         self.clock = clock
         self._lock = threading.Lock()
-        self._queue: deque[tuple[float, np.ndarray, float | None]] = deque()  # (due time, frame, captured at)
+        self._queue: deque[tuple[float, np.ndarray]] = deque()  # (due time, frame)
         self._current: np.ndarray | None = None
         self._current_id = -1
         self._jpeg: tuple[int, bytes] | None = None
@@ -81,8 +82,6 @@ class PreviewServer:
         self._anchor: float | None = None
         self._stats: dict[str, Any] = {}
         self.late_frames = 0
-        self.av_offset: float | None = None  # shown - captured, of the frame shown last
-        self.av_offset_max = 0.0
         try:
             self._server = ThreadingHTTPServer((host, port), _handler(self))
         except OSError as err:
@@ -112,10 +111,8 @@ class PreviewServer:
         self.close()
 
     # ---- producer side --------------------------------------------------------------------------
-    def update(self, frame: np.ndarray, pts: float, stats: dict[str, Any] | None = None, *,
-               captured_at: float | None = None) -> None:
-        """Queue a frame due at ``pts`` on the play-out clock; ``captured_at``: when its audio was captured
-        (this server's clock), for the A/V offset."""
+    def update(self, frame: np.ndarray, pts: float, stats: dict[str, Any] | None = None) -> None:
+        """Queue a frame due at ``pts`` on the play-out clock; ``stats``: what the page shows from now on."""
         now = self.clock()
         with self._lock:
             if self._anchor is None:
@@ -123,15 +120,13 @@ class PreviewServer:
             due = self._anchor + pts
             if now - due > 0:
                 self.late_frames += 1
-            self._queue.append((due, frame, captured_at))
+            self._queue.append((due, frame))
             if stats is not None:
                 self._stats = dict(stats)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            offset = None if self.av_offset is None else round(self.av_offset * 1000, 1)
-            return {**self._stats, "late_frames": self.late_frames, "av_offset_ms": offset,
-                    "av_offset_ms_max": round(self.av_offset_max * 1000, 1)}
+            return {**self._stats, "late_frames": self.late_frames}
 
     # ---- consumer side --------------------------------------------------------------------------
     def current_frame(self) -> tuple[int, np.ndarray] | None:
@@ -139,10 +134,7 @@ class PreviewServer:
         now = self.clock()
         with self._lock:
             while self._queue and (self._queue[0][0] <= now or self._current is None):
-                _, self._current, captured = self._queue.popleft()
-                if captured is not None:
-                    self.av_offset = now - captured
-                    self.av_offset_max = max(self.av_offset_max, self.av_offset)
+                _, self._current = self._queue.popleft()
                 self._current_id += 1
             if self._current is None:
                 return None
@@ -161,6 +153,83 @@ class PreviewServer:
                                       Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
         self._jpeg = (ident, buf.getvalue())
         return self._jpeg[1]
+
+
+# ---- the stream's timing -------------------------------------------------------------------------
+
+
+class _Series:
+    def __init__(self) -> None:
+        self.n, self.sum, self.max, self.last = 0, 0.0, -math.inf, math.nan
+
+    def add(self, value: float) -> None:
+        self.n, self.sum, self.max, self.last = self.n + 1, self.sum + value, max(self.max, value), value
+
+    def summary(self, name: str) -> dict[str, float | None]:
+        """``{name}_ms_{last,mean,max}`` in milliseconds; None when nothing was added."""
+        values = (self.last, self.sum / self.n, self.max) if self.n else (None, None, None)
+        return {f"{name}_ms_{k}": None if v is None else round(v * 1000, 1)
+                for k, v in zip(("last", "mean", "max"), values)}
+
+
+class FrameTimer:
+    """Per-frame latency and A/V offset of the emitted stream, in wall seconds on one clock (the avatar's).
+
+    * latency of a speech frame = emitted - ``captured_at`` (when its audio was captured, i.e. pushed): how long
+      the voice waited for its picture. Idle frames have none.
+    * A/V offset of a frame = (emitted - first emitted) - (pts - first pts): how far the picture trails an audio
+      clock that starts with the first frame and plays each frame's audio at its ``pts`` (a sound card fed the
+      frames' audio). Stalls (the model could not keep up) add to it and stay; a positive value: picture late.
+
+    ``emitted``: when the frame left :meth:`~fada_rt.api.StreamingAvatar.next_frame` (``fada_rt.live`` shows it
+    on this page and records it then). :meth:`stats` gives ``{latency,av_offset}_ms_{last,mean,max}`` over the
+    frames since the last ``reset`` (a report interval), or over the whole run (``total=True``); None where there
+    were none.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float] | None = None  # (emitted, pts) of the first frame
+        self._interval = {"latency": _Series(), "av_offset": _Series()}
+        self._total = {"latency": _Series(), "av_offset": _Series()}
+
+    def add(self, *, pts: float, emitted: float, captured_at: float | None) -> None:
+        if self._start is None:
+            self._start = (emitted, pts)
+        values = {"av_offset": (emitted - self._start[0]) - (pts - self._start[1]),
+                  "latency": None if captured_at is None else emitted - captured_at}
+        for name, value in values.items():
+            if value is not None:
+                self._interval[name].add(value)
+                self._total[name].add(value)
+
+    def stats(self, *, total: bool = False, reset: bool = False) -> dict[str, float | None]:
+        series = self._total if total else self._interval
+        out = {k: v for name, s in series.items() for k, v in s.summary(name).items()}
+        if reset:
+            self._interval = {name: _Series() for name in self._interval}
+        return out
+
+
+class StatsLog:
+    """``fada_rt.live --stats-jsonl PATH``: the reports as JSON lines, for programs (``benchmarks.soak``).
+
+    The file is created (emptied) at once, so an unwritable path fails before the model loads; each
+    :meth:`write` appends one object ``{"wall": time.time(), "kind": ..., **stats}`` and closes the file
+    again, so a reader sees every line as soon as it is written and the log holds no descriptor open.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.write_text("")
+        except OSError as err:
+            raise ValueError(f"--stats-jsonl {path}: cannot write it ({err.strerror or err}); choose a writable "
+                             f"file") from err
+
+    def write(self, stats: dict[str, Any], *, kind: str = "interval", **extra: Any) -> None:
+        line = json.dumps({"wall": round(time.time(), 3), "kind": kind, **extra, **stats})
+        with self.path.open("a") as f:
+            f.write(line + "\n")
 
 
 def _handler(preview: PreviewServer) -> type[BaseHTTPRequestHandler]:

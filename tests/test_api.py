@@ -261,3 +261,21 @@ def test_the_model_is_one_load_options_value_or_its_keywords(pipeline, face, tmp
         StreamingAvatar(face, crop="centre", pipeline=pipeline, checkpoint=tmp_path / "fast")
     with pytest.raises(ValueError, match="either LoadOptions or their keywords"):
         StreamingAvatar(face, LoadOptions(), device="cpu", crop="centre")
+
+
+def test_push_audio_refuses_bad_arrays_before_opening_a_turn(pipeline, face):
+    """Channels-first and non-finite PCM are refused with what to do, and no turn is opened for them."""
+    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, realtime=False)
+    with pytest.raises(ValueError, match=r"got \(2, 48000\); pass \(samples, channels\), e\.g\. pcm\.T"):
+        avatar.push_audio(np.zeros((2, 48000), np.float32), 48000)
+    pcm = np.zeros((24000, 2), np.float32)
+    pcm[6000, 0] = np.nan
+    with pytest.raises(ValueError, match=r"the array has a NaN or infinite sample at 0\.250 s \(sample 6000\)"):
+        avatar.push_audio(pcm, 24000)
+    with pytest.raises(ValueError, match="positive int"):
+        avatar.push_audio(np.zeros(10, np.float32), 0)
+    assert avatar.push_audio(np.zeros((3, 2), np.int16), 24000) == 1  # a short (samples, channels) block is fine
+    assert avatar.push_audio(np.zeros((4797, 2), np.int16), 24000) == 1
+    avatar.end_audio()
+    assert [f.turn for f in avatar.frames()] == [1] * 5  # 0.2 s: the refused pushes opened no turn
+    avatar.close()

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import select
+import signal
 import subprocess
 import sys
+import time
 import wave as wavelib
 from pathlib import Path
 
@@ -15,13 +20,15 @@ import numpy as np
 import pytest
 from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
+from test_outputs import writable
 
 from benchmarks.portrait_scenes import cartoon
+from fada_rt import generate
 from fada_rt.assets import EXAMPLE_AUDIO, EXAMPLE_IMAGE, default_checkpoint
 from fada_rt.backends import LoadOptions, create_backend
 from fada_rt.checkpoint import save_model
 from fada_rt.generate import generate_video, main
-from fada_rt.media import probe_video, read_audio, write_wav
+from fada_rt.media import VideoWriter, probe_video, read_audio, write_wav
 from fada_rt.pipeline import AvatarPipeline, check_sampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,6 +213,105 @@ def test_failure_before_the_first_frame_leaves_no_file(files, tmp_path):
         generate_video(pipeline=pipeline, image=files / "face.png", audio=files / "speech.wav",
                        out=tmp_path / "none.mp4", progress=False, on_chunk=fail)
     assert not (tmp_path / "none.mp4").exists()
+
+
+# ---- outputs (issue 28) --------------------------------------------------------------------------
+
+
+def no_model(args):
+    raise AssertionError("the model was loaded before the output was checked")
+
+
+def talk_mp4(path: Path) -> Path:
+    """An mp4 with a voice in it: a valid --audio whose name is also a valid --out."""
+    with VideoWriter(path, size=32) as w:
+        w.write_audio(0.3 * np.sin(np.arange(16000, dtype=np.float32) / 5))
+        w.write_frames(np.zeros((25, 32, 32, 3), np.uint8))
+    return path
+
+
+OUTPUT_CASES = {  # name: (--out relative to tmp_path or absolute, message)
+    "a directory": ("folder.mp4", "is a directory; give a file name such as"),
+    "the --audio input": ("talk.mp4", "is also an input of this run"),
+    "the --audio input (another spelling)": ("sub/../talk.mp4", "is also an input of this run"),
+    "the --image input": ("face.png", "is also an input of this run"),
+    "an unsupported extension": ("out.avi", "must end in one of .mp4, .m4v, .mov, .mkv"),
+    "an existing file": ("old.mp4", "already exists; pass --overwrite to replace it, or choose another --out"),
+    "a file as its folder": ("note.txt/out.mp4", "note.txt is not a directory"),
+    "a read-only folder": ("/sys/out.mp4", "cannot write to the directory /sys"),
+    "a folder it cannot create": ("/sys/new/out.mp4", "cannot create the directory /sys/new in /sys"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_CASES))
+def test_bad_outputs_are_refused_before_the_model_loads(files, tmp_path, monkeypatch, capsys, case):
+    name, message = OUTPUT_CASES[case]
+    if name.startswith("/sys") and (not Path("/sys").is_dir() or writable(Path("/sys"))):
+        pytest.skip("needs a read-only /sys")
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "note.txt").write_text("x")
+    (tmp_path / "old.mp4").write_bytes(b"keep me")
+    (tmp_path / "face.png").write_bytes((files / "face.png").read_bytes())
+    audio = talk_mp4(tmp_path / "talk.mp4")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.setattr(generate, "pipeline_from_args", no_model)
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("--image", tmp_path / "face.png", "--audio", audio, "--out", name) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err and name in err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # inputs byte-identical
+    with pytest.raises(ValueError if "existing" not in case else FileExistsError, match=re.escape(message)):
+        generate_video(pipeline=None, image=tmp_path / "face.png", audio=audio, out=name)  # library: same check
+
+
+def test_overwrite_replaces_an_existing_file(files, tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"old")
+    assert run_cli("--image", files / "face.png", "--audio", files / "speech.wav", "--checkpoint", files / "fast",
+                   "--out", out, "--overwrite", "--output", "crop", "--size", "64") == 0
+    assert probe_video(out).frames == 35 and sorted(tmp_path.iterdir()) == [out]  # no partial file left
+
+
+def progress_at_least(proc: subprocess.Popen, frames: int, timeout: float = 120.0) -> str:
+    """Read the tqdm bar on stderr until it shows ``frames`` frames written."""
+    text, deadline, fd = "", time.monotonic() + timeout, proc.stderr.fileno()
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            text += chunk.decode(errors="replace")
+            if any(int(n) >= frames for n in re.findall(r"(\d+)/\d+ \[", text)):
+                return text
+    pytest.fail("generate ended or stalled before the progress showed:\n" + text[-3000:])
+
+
+def test_sigterm_leaves_a_playable_video_at_the_target(tmp_path):
+    """A service manager's stop (SIGTERM) mid-run: the frames so far play at --out, exit 143."""
+    write_wav(tmp_path / "long.wav", np.tile(read_audio(EXAMPLE_AUDIO), 4))  # 28 s: far from done when stopped
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "fada_rt.generate", "--audio", str(tmp_path / "long.wav"),
+                             "--out", str(out), "--output", "crop", "--size", "64"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        progress_at_least(proc, 16)
+        assert (tmp_path / ".out.partial.mp4").exists() and not out.exists()
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rest = rest.decode()
+    assert proc.returncode == 143, rest
+    line = rest.strip().splitlines()[-1]
+    assert line.startswith(f"stopped by SIGTERM: partial video {out}: ") and "Traceback" not in rest, rest
+    frames = int(line.split(": ")[2].split()[0])
+    info = probe_video(out)
+    assert info.frames == frames and 16 <= frames < 700 and info.video_codec == "h264" and info.audio_codec == "aac"
+    assert f"({frames / 25:.2f} s)" in line and abs(info.audio_duration - frames / 25) <= 1 / 25
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "long.wav", out]  # the partial file was renamed
 
 
 HELP_MODULES = ("fada_rt.generate", "fada_rt.live", "fada_rt.checkpoint", "fada_rt.export", "benchmarks.nfe_latency",

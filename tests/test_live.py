@@ -18,12 +18,14 @@ import psutil
 import pytest
 from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
+from test_outputs import writable
 
-from fada_rt import live
+from fada_rt import generate, live
+from fada_rt.api import AvatarFrame
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import save_model
 from fada_rt.live import FileSource, LiveInputError, MicrophoneSource, run_live
-from fada_rt.media import probe_video, read_audio, write_wav
+from fada_rt.media import VideoWriter, probe_video, read_audio, write_wav
 from fada_rt.pipeline import AvatarPipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,13 +204,17 @@ def test_audio_file_source_needs_no_sounddevice_and_records(files, tmp_path, mon
     assert code == 0
     printed = capsys.readouterr().out
     assert "done; frames" in printed and "latency" in printed and "dropped" in printed
+    assert "A/V offset " in printed  # measured without the preview too
     info = probe_video(out)
     # the whole stream is recorded (idle frames too), each frame with its own audio
     assert info.frames >= math.ceil(round(1.01 * 16000) / 640) == 26
     assert abs(info.audio_duration - info.frames / 25) <= 1 / 25
+    assert f"recording: {out} ({info.frames} frames, {info.frames / 25:.2f} s)" in printed
 
 
-def test_ctrl_c_leaves_a_playable_recording(files, tmp_path):
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_leaves_a_playable_recording(files, tmp_path, signum, code):
+    """Ctrl-C, or a service manager's stop: the recording is finalised at --record, exit 128 + signum."""
     out = tmp_path / "rec.mp4"
     cmd = [sys.executable, "-m", "fada_rt.live", "--image", str(files / "face.png"), "--crop", "centre", "--audio-file",
            str(files / "speech20.wav"), "--record", str(out), "--no-preview", "--checkpoint", str(files / "fast"),
@@ -222,14 +228,149 @@ def test_ctrl_c_leaves_a_playable_recording(files, tmp_path):
                 break
         else:
             pytest.fail("live ended before any stats line:\n" + "".join(lines))
-        proc.send_signal(signal.SIGINT)
+        assert (tmp_path / ".rec.partial.mp4").exists() and not out.exists()
+        proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, rest
-    assert "interrupted;" in rest
-    reported = int(rest.split("recording: ")[1].split("(")[1].split()[0])  # "recording: OUT (N frames)"
+    assert proc.returncode == code, rest
+    assert f"stopped by {signal.Signals(signum).name}; frames" in rest and "Traceback" not in rest
+    reported = int(rest.split(f"recording: {out} (")[1].split()[0])  # "recording: OUT (N frames, S s)"
     info = probe_video(out)  # decodes every frame: the file is complete and playable
     assert info.frames == reported and 8 <= reported < 500  # stopped long before the 20 s (500 frames) end
-    assert info.audio_duration <= info.frames / 25 + 1 / 25
+    assert info.audio_duration <= info.frames / 25 + 1 / 25 and info.audio_codec == "aac"
+    assert sorted(tmp_path.iterdir()) == [out]  # the partial file was renamed
+
+
+# ---- outputs, empty input, the report (issue 28) ----------------------------------------------------
+
+
+def no_model(args):
+    raise AssertionError("the model was loaded before the inputs and --record were checked")
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ("old.mp4", "--record old.mp4 already exists; pass --overwrite to replace it, or choose another --record"),
+    ("talk.mp4", "--record talk.mp4 is also an input of this run"),
+    ("folder", "--record folder is a directory"),
+    ("/sys/rec.mp4", "--record /sys/rec.mp4: cannot write to the directory /sys"),
+])
+def test_bad_recordings_are_refused_before_the_model_loads(files, tmp_path, monkeypatch, capsys, record, message):
+    if record.startswith("/sys") and (not Path("/sys").is_dir() or writable(Path("/sys"))):
+        pytest.skip("needs a read-only /sys")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "old.mp4").write_bytes(b"keep me")
+    with VideoWriter(tmp_path / "talk.mp4", size=32) as w:  # an --audio-file that is an mp4
+        w.write_audio(speechy(1.0))
+        w.write_frames(np.zeros((25, 32, 32, 3), np.uint8))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.setattr(generate, "pipeline_from_args", no_model)
+    monkeypatch.chdir(tmp_path)
+    overwrite = ["--overwrite"] if record == "talk.mp4" else []  # it never allows writing over an input
+    assert live.main(["--image", str(files / "face.png"), "--audio-file", str(tmp_path / "talk.mp4"), "--no-preview",
+                      "--record", record, *overwrite]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err and "recording" not in captured.out
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_an_empty_audio_file_is_an_error_and_nothing_is_recorded(files, tmp_path, monkeypatch, capsys):
+    write_wav(tmp_path / "empty.wav", np.zeros(0))
+    monkeypatch.setattr(generate, "pipeline_from_args", no_model)
+    assert live.main(["--image", str(files / "face.png"), "--audio-file", str(tmp_path / "empty.wav"), "--no-preview",
+                      "--record", str(tmp_path / "rec.mp4")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {tmp_path / 'empty.wav'} contains no audio samples (empty audio); give a file " \
+                           "with speech in it\n"
+    assert "recording" not in captured.out and sorted(tmp_path.iterdir()) == [tmp_path / "empty.wav"]
+
+
+class SteppedClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class ScriptedAvatar:
+    """Stands in for StreamingAvatar: ``count`` frames at 32 fps (exact in binary) on a fake clock. Frame ``k``
+    leaves at ``(k + 1) / 32`` s plus a 0.5 s stall from frame 40 on; its audio was captured 0.25 s before
+    until frame 32, then 2 s before (the source fell behind by 1.75 s)."""
+
+    fps, audio_rate, count = 32, 16000, 96
+
+    def __init__(self, image, **kwargs) -> None:
+        self.clock, self.k = SteppedClock(), 0
+        self.portrait = types.SimpleNamespace(note=None, faces=(), size=(64, 64))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def push_audio(self, samples, rate) -> None:
+        pass
+
+    def end_audio(self) -> None:
+        pass
+
+    def next_frame(self, timeout=None):
+        if self.k == self.count:
+            return None
+        self.clock.t = (self.k + 1) / 32 + (0.5 if self.k >= 40 else 0.0)
+        frame = AvatarFrame(image=np.zeros((64, 64, 3), np.uint8), audio=np.zeros(500, np.float32), pts=self.k / 32,
+                            index=self.k, speaking=True, turn=1,
+                            captured_at=self.clock.t - (0.25 if self.k < 32 else 2.0))
+        self.k += 1
+        return frame
+
+    @property
+    def stats(self) -> dict:
+        return {"frames": self.k, "fps": 32.0, "rtf": 0.5, "dropped_frames": 0, "pending_seconds": 0.0}
+
+
+class SilentSource:
+    realtime = True
+
+    def start(self, sink, on_end) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_latency_and_av_offset_are_measured_per_frame_and_reported_per_interval(monkeypatch):
+    """Without the preview: each report has the last, mean and max of its own interval (not of the run, not a
+    running maximum), so the source falling behind and the stall show up when they happen."""
+    monkeypatch.setattr(live, "StreamingAvatar", ScriptedAvatar)
+    reports = []
+    result = run_live(pipeline=None, image="face.png", source=SilentSource(), preview=False, report=reports.append)
+    assert result.frames == 96 and result.recording is None and result.recorded_frames is None
+    keys = [f"{n}_ms_{k}" for n in ("latency", "av_offset") for k in ("last", "mean", "max")]
+    got = [[r[k] for k in keys] for r in reports]  # reports at 1.0 s (frames 0-31), 2.0 s (32-47), 3.0 s (48-79)
+    assert got == [[250, 250, 250, 0, 0, 0], [2000, 2000, 2000, 500, 250, 500], [2000, 2000, 2000, 500, 500, 500]]
+    assert live.format_stats(reports[1]).split(" | ")[3:5] == ["latency 2000 ms (mean 2000, max 2000)",
+                                                               "A/V offset 500 ms (mean 250, max 500)"]
+    total = [result.stats[k] for k in keys]  # the final line: the whole run
+    assert total == [2000, pytest.approx((32 * 250 + 64 * 2000) / 96, abs=0.1), 2000,
+                     500, pytest.approx(56 * 500 / 96, abs=0.1), 500]  # frames 40-95 are 0.5 s behind
+
+
+def test_the_report_names_a_recording_only_when_one_was_written(monkeypatch, tmp_path, capsys, files):
+    monkeypatch.setattr(ScriptedAvatar, "count", 0)  # the stream ends before its first frame
+    monkeypatch.setattr(live, "StreamingAvatar", ScriptedAvatar)
+    pipeline = types.SimpleNamespace(rolling=False, nfe=1, chunk_frames=8, sampler=types.SimpleNamespace(name="fast"),
+                                     config=types.SimpleNamespace(preset="tiny", audio=types.SimpleNamespace(fps=32)))
+    monkeypatch.setattr(generate, "pipeline_from_args", lambda args: pipeline)
+    assert live.main(["--image", str(files / "face.png"), "--audio-file", str(files / "speech1.wav"), "--no-preview",
+                      "--record", str(tmp_path / "rec.mp4")]) == 0
+    out = capsys.readouterr().out
+    assert f"no recording written to {tmp_path / 'rec.mp4'}: no frame was emitted" in out and "recording:" not in out
+    assert list(tmp_path.iterdir()) == []

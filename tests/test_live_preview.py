@@ -46,8 +46,8 @@ def test_preview_serves_page_frames_and_stats():
         assert get(server.url + "nope")[0] == 404
 
         frames = [np.full((64, 64, 3), 30 * k, np.uint8) for k in range(4)]
-        for k, frame in enumerate(frames):  # a chunk arrives at once at t = 50; its audio was captured at 49.5
-            server.update(frame, k / 25, {"frames": k + 1, "fps": 25.0}, captured_at=49.5 + k / 25)
+        for k, frame in enumerate(frames):  # a chunk arrives at once at t = 50
+            server.update(frame, k / 25, {"frames": k + 1, "fps": 25.0, "av_offset_ms_last": 10.0 * k})
         status, ctype, body = get(server.url + "frame.jpg")
         image = np.asarray(Image.open(io.BytesIO(body)))
         assert status == 200 and ctype == "image/jpeg" and image.shape == (96, 96, 3)
@@ -56,17 +56,14 @@ def test_preview_serves_page_frames_and_stats():
         image = np.asarray(Image.open(io.BytesIO(get(server.url + "frame.jpg")[2])))
         assert abs(int(image.mean()) - 60) <= 3
         stats = json.loads(get(server.url + "stats.json")[2])
-        # the known delays: captured 0.5 s before arrival, shown 0.3 s (the delay) + 1 ms after due
-        assert stats["frames"] == 4 and stats["late_frames"] == 0
-        assert stats["av_offset_ms"] == pytest.approx(1000 * (0.5 + 0.3 + 0.001), abs=0.2)
+        # the producer's stats as given with the last frame (fada_rt.live's FrameTimer measures the offsets)
+        assert stats == {"frames": 4, "fps": 25.0, "av_offset_ms_last": 30.0, "late_frames": 0}
 
         clock.t = 60.0  # frame 4 arrives 9.54 s after its due time: late, shown at once
-        server.update(frames[0], 4 / 25, {"frames": 5}, captured_at=59.0)
+        server.update(frames[0], 4 / 25, {"frames": 5})
         get(server.url + "frame.jpg")
         stats = json.loads(get(server.url + "stats.json")[2])
-        assert stats["late_frames"] == 1 and stats["av_offset_ms"] == pytest.approx(1000.0)
-        # frame 3 (captured 49.62) was first served at 60 too, the page not having asked since 50.38
-        assert stats["av_offset_ms_max"] == pytest.approx(1000 * (60 - 49.62))
+        assert stats["late_frames"] == 1 and stats["frames"] == 5
 
 
 def test_live_run_serves_the_preview_while_running(tmp_path, capsys):
