@@ -372,6 +372,14 @@ class InstrumentedBackend:
     def bind(self, conditions: Any) -> Any:
         return _CountingDenoiser(self.probe.denoiser(self.inner.bind(conditions)), self)
 
+    def sample_chunk(self, sampler: Any, conditions: Any, start: Tensor, *, frames: int) -> tuple[Tensor, Tensor]:
+        """A chunk graph (one program: the steps and the decode) in one "denoise" span, its frame evaluations
+        counted from the sampler."""
+        with self.probe.span("denoise"):
+            out = self.inner.sample_chunk(sampler, conditions, start, frames=frames)
+        self.nfe += sampler.nfe * start.shape[1]
+        return out
+
 
 class _CountingDenoiser:
     def __init__(self, bound: Any, owner: InstrumentedBackend) -> None:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,11 +28,29 @@ class ModelEntry:
     checkpoint: Path | None  # where it came from (None: random init)
 
 
+#: what a study row changes on a torch backend ("torch-compiled+channels-last"): measured side by side with the row
+#: it modifies, kept in the library only where faster with parity (issue 27)
+STUDIES = ("channels-last", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math")
+TORCH_KINDS = ("torch", "torch-compiled", "torch-chunk-graph")
+
+
+def split_kind(kind: str) -> tuple[str, str | None]:
+    """``"torch-compiled+channels-last"`` -> ("torch-compiled", "channels-last"); a plain kind -> (kind, None)."""
+    base, _, study = kind.partition("+")
+    if study and (base not in TORCH_KINDS or study not in STUDIES):
+        raise ValueError(f"backend {kind!r}: a study is TORCH_KIND+STUDY with TORCH_KIND in {TORCH_KINDS} and STUDY "
+                         f"in {STUDIES}")
+    return base, study or None
+
+
 def unavailable_reason(kind: str, *, device: torch.device, dtype: torch.dtype) -> str | None:
     """Why backend ``kind`` cannot run here (None when it can)."""
-    if kind == "torch-compiled" and device.type != "cuda":
+    kind, study = split_kind(kind)
+    if kind in ("torch-compiled", "torch-chunk-graph") and device.type != "cuda":
         return ("CUDA only in this benchmark (torch.compile + CUDA graphs); on CPU torch.compile needs a C++ "
                 "toolchain and minutes of compilation per graph and has no CUDA graphs")
+    if study in ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn") and device.type != "cuda":
+        return f"{study} is a CUDA attention kernel"
     if kind in ("onnxruntime", "tensorrt") and dtype == torch.bfloat16:
         return f"{kind} engines are exported in fp32 or fp16; bf16 is torch-only (use --dtype fp16)"
     if kind == "onnxruntime":
@@ -88,11 +107,16 @@ class BackendFactory:
     def _build(self, kind: str, entry: ModelEntry) -> Backend:
         from fada_rt.backends.torch_backend import TorchBackend, prepare_model
 
-        if kind in ("torch", "torch-compiled"):
-            model = prepare_model(entry.model, device=self.device, dtype=self.dtype)  # in place, shared
-            compiled = kind == "torch-compiled"
-            return TorchBackend(model, compile=compiled, cuda_graphs=compiled, role=entry.role,
-                                decoder=self._decoder(entry))
+        base, study = split_kind(kind)
+        if base in TORCH_KINDS:
+            model = entry.model if study is None else copy.deepcopy(entry.model)  # a study never touches the others
+            model = prepare_model(model, device=self.device, dtype=self.dtype)  # in place, shared by the plain kinds
+            if study == "channels-last":
+                model = model.to(memory_format=torch.channels_last)
+            compiled, chunk = base != "torch", base == "torch-chunk-graph"
+            backend = TorchBackend(model, compile=compiled, cuda_graphs=compiled, chunk_graph=chunk, role=entry.role,
+                                   decoder=self._decoder(entry))
+            return backend if study is None or not study.startswith("sdpa-") else WithinSdpa(backend, study)
         folder = self._engines(kind, entry)
         try:
             return self._open(kind, folder)
@@ -143,3 +167,34 @@ class BackendFactory:
         from fada_rt.backends.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend.load(folder, device=str(self.device), cuda_graphs=True)
+
+
+class WithinSdpa:
+    """A torch backend whose every network call runs within one ``torch.nn.attention.sdpa_kernel`` backend (a
+    compiled graph traces, and keeps, the kernel chosen there); the rest is the wrapped backend."""
+
+    def __init__(self, inner: Backend, study: str) -> None:
+        from torch.nn.attention import SDPBackend
+
+        self.inner = inner
+        self.kernel = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+                       "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION, "sdpa-math": SDPBackend.MATH}[study]
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.inner, name)
+        if name in ("encode", "decode", "audio_features", "audio_tokens", "reference", "motion_features", "conditions",
+                    "sample_chunk"):
+            return self._within(value)
+        if name == "bind":
+            return lambda conditions: self._within(value(conditions))
+        return value
+
+    def _within(self, fn: Callable[..., Any]) -> Any:
+        from torch.nn.attention import sdpa_kernel
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with sdpa_kernel(self.kernel):
+                return fn(*args, **kwargs)
+
+        call.cfg_conditioned = getattr(fn, "cfg_conditioned", None)  # a bound denoiser's attribute
+        return call

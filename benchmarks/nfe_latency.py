@@ -3,8 +3,9 @@
 NFE, latency and throughput of the three samplers on every available backend, side by side in
 one run (docs/design.md §4, §7). Variants: ``teacher`` (trailing DDIM, 25 steps x 3 CFG branches = 75
 NFE), ``balanced`` student (PeRFlow 6 steps x 3 branches = 18 NFE), ``fast`` CFG-distilled student
-(6 steps x 1 = 6 NFE). Backends: ``torch`` (eager), ``torch-compiled`` (torch.compile + CUDA graphs;
-CUDA only), ``onnxruntime`` (engines exported into ``--work-dir`` and reused), ``tensorrt`` (CUDA with
+(6 steps x 1 = 6 NFE). Backends: ``torch`` (eager), ``torch-compiled`` (torch.compile of every network + CUDA
+graphs per denoiser call; CUDA only), ``torch-chunk-graph`` (the whole chunk, steps and decode, one compiled graph
+replayed as one CUDA graph; CUDA only), ``onnxruntime`` (engines exported into ``--work-dir`` and reused), ``tensorrt`` (CUDA with
 TensorRT installed). A backend that cannot run here is listed with the reason, not raised.
 
 Models are random-init models of the preset (seeded; no downloads): the teacher, the balanced
@@ -25,6 +26,8 @@ Definitions (per row; every chunk is one ``StreamingSession.step`` of the librar
 * first-frame latency — from the first audio sample of a chunk being available to its first frame
   out: the session's latency floor (the chunk's audio + the feature look-ahead,
   ``StreamingSession.latency_floor``) + the median chunk latency.
+* parity — every backend but ``torch`` against ``torch`` eager on the same model: one chunk (a rolling sampler:
+  its first frames) from the same portrait, audio and seed, the largest and mean frame difference in 8-bit levels.
 * breakdown — per chunk: audio features, conditions (audio tokens + motion features), denoise,
   VAE decode, other (noise, sampler arithmetic, host copies); avatar prepare (VAE encode +
   ReferenceNet, once per avatar) separately. Backend calls are timed through a thin wrapper.
@@ -54,8 +57,8 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.machine import CpuShare, MemoryProbe, machine_info, measure_peak_flops
-from benchmarks.nfe_backends import BackendFactory, ModelEntry, unavailable_reason
-from benchmarks.nfe_rows import VARIANTS, Row, chunk_flops, markdown_report, run_summary, summarise
+from benchmarks.nfe_backends import STUDIES, BackendFactory, ModelEntry, split_kind, unavailable_reason
+from benchmarks.nfe_rows import VARIANTS, Row, chunk_flops, markdown_report, parity, run_summary, summarise
 from benchmarks.realtime import realtime_rows
 from fada_rt.backends.base import BackendUnavailable
 from fada_rt.backends.options import precision_arg
@@ -66,7 +69,7 @@ from fada_rt.precision import PRECISIONS, Precision
 from fada_rt.sampling import SAMPLERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BACKEND_NAMES = ("torch", "torch-compiled", "onnxruntime", "tensorrt")
+BACKEND_NAMES = ("torch", "torch-compiled", "torch-chunk-graph", "onnxruntime", "tensorrt")
 #: the variants of the real-time rows: the chunked fast student and the rolling sampler, side by side
 REALTIME_VARIANTS = ("fast", "stream")
 
@@ -187,6 +190,10 @@ def _run(config: ModelConfig, settings: dict[str, Any], *, dev: torch.device, dt
     settings = {**settings, "memory_method": memory.method}
     out_rows = [summarise(row, config=config, settings=settings, flops=flops[row.variant.name], peak=peak)
                 for row in rows]
+    for row, out in zip(rows, out_rows, strict=True):  # every other backend against torch eager, one chunk each
+        if row.backend_name != "torch":
+            out["parity_vs_eager"] = parity(factory.eager(models[row.variant.name]), row.backend.inner, row.variant,
+                                            image=_image(np.random.default_rng(seed), config), audio=audio, seed=seed)
     live = [n for n in variants if n in REALTIME_VARIANTS] if "torch" in kinds and settings["realtime_s"] > 0 else []
     realtime = []
     if live:  # after the chunk table: nothing else runs while the clock is real
@@ -215,10 +222,12 @@ def _check_args(*, preset: str, device: str, backends: Sequence[str], variants: 
                 ) -> tuple[torch.device, ModelConfig, torch.dtype]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    bad = [b for b in backends if b not in BACKEND_NAMES] + [v for v in variants if v not in VARIANTS]
+    for b in backends:
+        split_kind(b)  # a study's spelling (TORCH_KIND+STUDY)
+    bad = [b for b in backends if split_kind(b)[0] not in BACKEND_NAMES] + [v for v in variants if v not in VARIANTS]
     if bad or not backends or not variants:
-        raise ValueError(f"backends must be among {BACKEND_NAMES} and variants among {tuple(VARIANTS)}; got "
-                         f"backends={list(backends)}, variants={list(variants)}")
+        raise ValueError(f"backends must be among {BACKEND_NAMES} (a torch one may carry +STUDY, STUDY in {STUDIES}) "
+                         f"and variants among {tuple(VARIANTS)}; got backends={list(backends)}, variants={list(variants)}")
     if len(set(backends)) != len(backends) or len(set(variants)) != len(variants):
         raise ValueError("list each backend and variant once")
     dev = torch.device(device)
@@ -273,14 +282,27 @@ def build_models(config: ModelConfig, *, variants: Sequence[str], seed: int,
 # ---- CLI -----------------------------------------------------------------------------------------
 
 
+def _backend_kind(value: str) -> str:
+    """argparse ``type=`` of --backend: a backend of BACKEND_NAMES, a torch one optionally + a study."""
+    try:
+        base, _ = split_kind(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if base not in BACKEND_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown backend {value!r}; choose among {BACKEND_NAMES} (+STUDY for torch)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.nfe_latency", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                    help="model preset: tiny on CPU, sd15 on GPU (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: %(default)s)")
-    p.add_argument("--backend", nargs="+", default=list(BACKEND_NAMES), choices=BACKEND_NAMES, metavar="BACKEND",
-                   help=f"backends to run, of {', '.join(BACKEND_NAMES)} (default: all; unavailable ones are reported)")
+    p.add_argument("--backend", nargs="+", default=list(BACKEND_NAMES), metavar="BACKEND", type=_backend_kind,
+                   help=f"backends to run, of {', '.join(BACKEND_NAMES)}; a torch one + a study ({', '.join(STUDIES)}), "
+                        "e.g. torch-compiled+channels-last, is a row beside it (default: all plain ones; unavailable "
+                        "ones are reported)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
                    help=f"variants to run, of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--frames", type=int, default=None,

@@ -115,6 +115,25 @@ def chunk_flops(backend: Backend, variant: Variant, *, image: np.ndarray, audio:
     return {**probe.flops, "prepare": prepare}
 
 
+def parity(eager: Backend, backend: Backend, variant: Variant, *, image: np.ndarray, audio: np.ndarray,
+           seed: int) -> dict[str, float]:
+    """``backend`` against ``eager`` (the same model): the first frames out of a fresh session each (a chunk, or a
+    rolling sampler's first call with frames out) from the same portrait, audio and seed; 8-bit levels."""
+    frames = []
+    for b in (eager, backend):
+        pipeline = AvatarPipeline(b, sampler=variant.sampler)
+        session = StreamingSession(pipeline, pipeline.prepare(image),
+                                   generator=torch.Generator(device=b.device).manual_seed(seed))
+        session.push(audio)
+        while (out := session.step()) is not None and not len(out.frames):
+            pass
+        if out is None:
+            raise RuntimeError("the parity session ran out of audio; this is a bug in the benchmark's audio length")
+        frames.append(np.asarray(out.frames).astype(np.int16))
+    diff = np.abs(frames[0] - frames[1])
+    return {"max_levels": float(diff.max()), "mean_levels": float(diff.mean()), "frames": len(diff)}
+
+
 # ---- JSON rows and summary ------------------------------------------------------------------------
 
 
@@ -265,6 +284,11 @@ def markdown_report(result: dict[str, Any]) -> str:
         b = summary["best_fast"]
         lines.append(f"- best fast student: {b['backend']}, RTF {b['rtf']:.2f}, {b['fps']:.1f} fps, "
                      f"first frame {b['first_frame_latency_s']:.2f} s")
+    for r in rows:
+        if "parity_vs_eager" in r:
+            p = r["parity_vs_eager"]
+            lines.append(f"- parity, {r['variant']} on {r['backend']} vs torch eager: max {p['max_levels']:g}, mean "
+                         f"{p['mean_levels']:.3f} levels over {p['frames']} frame(s)")
     for t in summary["targets"]:
         lines.append(f"- target {t['name']} {t['target']}: {t['value']:.3g} — {'met' if t['met'] else 'NOT met'}")
     for u in result["unavailable"]:

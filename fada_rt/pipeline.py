@@ -242,10 +242,13 @@ class AvatarPipeline:
             windows = torch.cat([windows, windows[:, -1:].expand(-1, f - n, -1, -1, -1)], dim=1)
         start, shared = self._start_latents(avatar, f, state.shared_noise, generator)
         conditions = self.backend.conditions(avatar.reference, self._motion(avatar, state, generator), windows)
-        result = self.sampler.run(denoiser=self.backend.bind(conditions), noise=start)  # (1, F, C, h, w) from t = 1
-        latents = result.z0.float()  # (1, F, C, h, w)
+        if self.backend.chunk_graph:  # the steps and the decode as one program
+            latents, images = self.backend.sample_chunk(self.sampler, conditions, start, frames=n)
+        else:
+            latents = self.sampler.run(denoiser=self.backend.bind(conditions), noise=start).z0.float()  # (1, F, ...)
+            images = self.backend.decode(latents[0, :n])  # (n, 3, H, W)
         motion = torch.cat([state.motion_latents.to(latents.device), latents[:, :n]], dim=1)[:, -m:]
-        return self._decode(latents[0, :n]), ChunkState(motion_latents=motion.contiguous(),
+        return self._to_frames(images), ChunkState(motion_latents=motion.contiguous(),
                                                         next_frame=state.next_frame + n, chunks=state.chunks + 1,
                                                         shared_noise=shared)
 
@@ -276,7 +279,7 @@ class AvatarPipeline:
         done = int((stage == self.sampler.plan.num_steps).sum())  # the oldest frames: clean now
         clean = flight[:, :done].float()  # (1, e, C, h, w)
         motion = torch.cat([state.motion_latents.to(clean.device), clean], dim=1)[:, -self.motion_frames:]
-        frames = self._decode(clean[0]) if done else np.zeros((0, self.resolution, self.resolution, 3), np.uint8)
+        frames = self._to_frames(self.backend.decode(clean[0])) if done else np.zeros((0, self.resolution, self.resolution, 3), np.uint8)
         rest = None if done == flight.shape[1] else slice(done, None)
         return frames, ChunkState(
             motion_latents=motion.contiguous(), next_frame=state.next_frame + done, chunks=state.chunks + 1,
@@ -352,8 +355,8 @@ class AvatarPipeline:
             layers.append(torch.stack(slots, dim=1))  # (1, M, HW, C)
         return layers
 
-    def _decode(self, latents: Tensor) -> np.ndarray:
-        """Latents (n, C, h, w) -> frames (n, H, W, 3) uint8."""
-        images = self.backend.decode(latents)  # (n, 3, H, W) in [-1, 1]
+    @staticmethod
+    def _to_frames(images: Tensor) -> np.ndarray:
+        """Decoded images (n, 3, H, W) in [-1, 1] -> frames (n, H, W, 3) uint8."""
         frames = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
         return frames.permute(0, 2, 3, 1).cpu().numpy()

@@ -162,3 +162,21 @@ def test_cpu_share_counts_this_process():
     cpu = share.stop()
     assert cpu["own_share"] * cpu["seconds"] * len(os.sched_getaffinity(0)) == pytest.approx(0.3, abs=0.05)
     assert 0 <= cpu["others_share"] <= 1 - cpu["own_share"] + 1e-6
+
+
+def test_study_rows_run_beside_their_backend_with_parity_against_eager():
+    """A torch kind + a study (issue 27's channels-last / SDPA kernels) is a row of its own, built on its own copy of
+    the model, with its parity against torch eager; CUDA-only kinds and kernels are reported, not raised."""
+    result = run_benchmark(preset="tiny", device="cpu", frames=FRAMES, repeats=1, warmup=0, variants=["fast"],
+                           backends=["torch", "torch+channels-last", "torch+sdpa-math", "torch+sdpa-flash",
+                                     "torch-chunk-graph"], realtime=0, progress=False, log=lambda s: None)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert set(rows) == {"torch", "torch+channels-last", "torch+sdpa-math"}
+    assert "parity_vs_eager" not in rows["torch"]
+    for kind in ("torch+channels-last", "torch+sdpa-math"):
+        parity = rows[kind]["parity_vs_eager"]
+        assert parity["frames"] == FRAMES and parity["max_levels"] <= 1, (kind, parity)  # the same network
+    reasons = {u["backend"]: u["reason"] for u in result["unavailable"]}
+    assert "CUDA" in reasons["torch+sdpa-flash"] and "CUDA" in reasons["torch-chunk-graph"]
+    with pytest.raises(ValueError, match="TORCH_KIND\\+STUDY"):
+        run_benchmark(preset="tiny", backends=["onnxruntime+channels-last"], progress=False)

@@ -266,7 +266,7 @@ def test_backend_factory_errors(tmp_path):
         create_backend(LoadOptions("onnxruntime", engine_dir=tmp_path / "no-engines"))
     with pytest.raises(BackendUnavailable, match=r"TensorRT|python -m fada_rt.export"):  # no TensorRT here, or no engines
         create_backend(LoadOptions("tensorrt", engine_dir=tmp_path / "no-engines", device="cuda"))
-    with pytest.raises(ValueError, match="compile is a torch-backend option"):
+    with pytest.raises(ValueError, match="compile and chunk_graph are torch-backend options"):
         create_backend(LoadOptions("tensorrt", engine_dir=tmp_path, compile=True))
     with pytest.raises(ValueError, match="precision is fixed"):
         create_backend(LoadOptions("onnxruntime", engine_dir=tmp_path, dtype="float16"))

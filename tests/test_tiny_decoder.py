@@ -124,3 +124,20 @@ def test_golden_psnr_of_the_shipped_tiny_decoder():
     measured = held_out_psnr(decoder, vae, latents)
     assert measured >= GOLDEN_PSNR_DB - 0.5, f"{measured:.2f} dB vs golden {GOLDEN_PSNR_DB}"
     assert measured == pytest.approx(GOLDEN_PSNR_DB, abs=0.5), "a better re-ship updates GOLDEN_PSNR_DB"
+
+
+def test_band_pass_and_detail_loss_measure_fine_detail():
+    """The detail term of train.tiny_decoder: zero on flat images and on equal ones, the known band-pass of a
+    checkerboard (the binomial blur removes that frequency wholly: the band-pass is the image), and blur raises the
+    loss."""
+    from train.tiny_decoder import band_pass, detail_loss
+
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    assert band_pass(flat).abs().max() < 1e-6
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2 - 1).float().expand(1, 3, 16, 16)
+    inner = band_pass(checker)[..., 1:-1, 1:-1]
+    torch.testing.assert_close(inner, checker[..., 1:-1, 1:-1])
+    images = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+    assert detail_loss(images, images) == 0
+    assert detail_loss(blurred, images) > 5 * detail_loss(images + 0.01, images)

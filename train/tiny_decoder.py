@@ -16,11 +16,12 @@ import argparse
 import csv
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -42,6 +43,13 @@ class TinyDecoderTrainConfig:
     l1_weight: float = 1.0
     #: weight of the MSE pixel loss
     mse_weight: float = 1.0
+    #: weight of the detail loss: L1 between the band-pass responses (image minus its 3x3 binomial blur) of the
+    #: made and the VAE's frames at full and half size; pixel losses alone blur fine texture
+    detail_weight: float = 0.0
+    #: decoder width (0: the preset's, TinyDecoderConfig.for_model)
+    channels: int = 0
+    #: residual blocks per upsampling stage (0: the preset's)
+    blocks: int = 0
     #: clips whose latents are drawn from (the cache's first ones; 0: all)
     max_clips: int = 1200
     #: latents taken per clip, evenly spaced
@@ -58,6 +66,12 @@ class TinyDecoderTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.l1_weight >= 0 and self.mse_weight >= 0 and self.l1_weight + self.mse_weight > 0):
             raise ValueError("need lr > 0 and non-negative loss weights, not both 0")
+        if self.detail_weight < 0 or self.channels < 0 or self.blocks < 0:
+            raise ValueError("detail_weight, channels and blocks must be >= 0 (0 channels/blocks: the preset's)")
+
+    def decoder_config(self, preset: TinyDecoderConfig) -> TinyDecoderConfig:
+        """The preset's decoder shape with this run's ``channels`` / ``blocks`` where they are set."""
+        return replace(preset, channels=self.channels or preset.channels, blocks=self.blocks or preset.blocks)
 
 
 def latent_pool(cache: dict[str, dict[str, Tensor]], *, clips: list[str], frames_per_clip: int) -> Tensor:
@@ -68,6 +82,20 @@ def latent_pool(cache: dict[str, dict[str, Tensor]], *, clips: list[str], frames
         idx = torch.linspace(0, lat.shape[0] - 1, min(frames_per_clip, lat.shape[0])).round().long()
         out.append(lat[idx].float())
     return torch.cat(out)
+
+
+def band_pass(images: Tensor) -> Tensor:
+    """``images`` minus their 3x3 binomial blur (reflect-padded), per channel: the fine detail a blur removes."""
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=images.device, dtype=images.dtype)
+    kernel = (kernel[:, None] * kernel[None, :] / 16.0).expand(images.shape[1], 1, 3, 3)
+    return images - F.conv2d(F.pad(images, (1, 1, 1, 1), mode="reflect"), kernel, groups=images.shape[1])
+
+
+def detail_loss(made: Tensor, target: Tensor) -> Tensor:
+    """Mean L1 between the band-pass responses of ``made`` and ``target`` at full and half size (N, 3, H, W)."""
+    loss = (band_pass(made) - band_pass(target)).abs().mean()
+    half = F.avg_pool2d(made, 2), F.avg_pool2d(target, 2)
+    return 0.5 * (loss + (band_pass(half[0]) - band_pass(half[1])).abs().mean())
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -124,21 +152,22 @@ def train_tiny_decoder(*, vae: VAE, decoder_config: TinyDecoderConfig, cache: di
     log_path = run_dir / "metrics.csv"
     with log_path.open("w", newline="") as f, tqdm(range(config.steps), desc="tiny decoder", unit="step") as bar:
         log = csv.writer(f)
-        log.writerow(["step", "loss", "l1", "mse", "lr", "val_psnr_db", "seconds"])
+        log.writerow(["step", "loss", "l1", "mse", "detail", "lr", "val_psnr_db", "seconds"])
         for step in bar:
             idx = torch.randint(0, train.shape[0], (config.batch_size,), generator=gen)
             latents, target = train[idx], targets[idx].float()  # (B, C, h, w), (B, 3, H, W) the VAE's frames
             made = decoder(latents)
             l1 = (made - target).abs().mean()
             mse = (made - target).square().mean()
-            loss = config.l1_weight * l1 + config.mse_weight * mse
+            detail = detail_loss(made, target)
+            loss = config.l1_weight * l1 + config.mse_weight * mse + config.detail_weight * detail
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-                log.writerow([step + 1, f"{loss.item():.6f}", f"{l1.item():.6f}", f"{mse.item():.6f}",
+                log.writerow([step + 1, f"{loss.item():.6f}", f"{l1.item():.6f}", f"{mse.item():.6f}", f"{detail.item():.6f}",
                               f"{sched.get_last_lr()[0]:.3g}", f"{held_out_psnr(decoder, vae, val):.3f}",
                               f"{time.perf_counter() - start:.1f}"])
                 f.flush()
@@ -168,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error(str(err))
     model, _ = load_model(args.checkpoint)
     cache = open_cache(args.cache, config=model.config, vae_digest=weights_digest(model.vae))
-    result = train_tiny_decoder(vae=model.vae, decoder_config=TinyDecoderConfig.for_model(model.config), cache=cache,
+    result = train_tiny_decoder(vae=model.vae, decoder_config=config.decoder_config(TinyDecoderConfig.for_model(model.config)),
+                                cache=cache,
                                 run_dir=args.run, config=config,
                                 info={"command": command_line("train.tiny_decoder", argv),
                                       "checkpoint": str(args.checkpoint)})

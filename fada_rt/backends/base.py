@@ -15,6 +15,9 @@ motion_features     (B, M, C, h, w) -> per layer (B, M, HW, C) per chunk
 bind(...)           -> fada_rt.sampling Denoiser             per chunk
 decode              (N, C, h, w) -> (N, 3, H, W) [-1, 1]     per chunk
 ==================  =======================================  ==============
+
+A backend with ``chunk_graph`` (the torch backend's option) also has ``sample_chunk``: ``bind``, the sampler and
+``decode`` of one chunk as one program.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class Backend(ABC):
     name: str = "abstract"
     #: the denoiser runs exactly ``config.num_frames`` frames per clip (exported graphs), not any count
     static_frames: bool = False
+    #: the backend runs a whole chunk as one program (``sample_chunk``), not bind + sampler + decode
+    chunk_graph: bool = False
 
     def __init__(self, config: ModelConfig, *, device: torch.device, dtype: torch.dtype,
                  role: str | None = None) -> None:

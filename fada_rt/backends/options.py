@@ -39,8 +39,10 @@ class LoadOptions:
     its sampler); ``onnxruntime`` / ``tensorrt`` read the exported engines in ``engine_dir``.
     ``dtype``: the torch backend's precision (a :class:`~fada_rt.precision.Precision` or its name:
     fp32, fp16, bf16, float16, ...; None is fp32); engines have the precision they were exported with.
-    ``compile``: torch.compile of the denoiser and decoder (torch). ``cuda_graphs``: replay the denoiser
-    as CUDA graphs (torch on CUDA, tensorrt; None: the backend's default, off for torch, on for tensorrt).
+    ``compile``: torch.compile of every network on the hot path (torch). ``chunk_graph``: a chunk sampler's whole
+    chunk, every step and the decode, compiled as one graph (torch; :mod:`fada_rt.backends.chunk_graph`).
+    ``cuda_graphs``: replay the denoiser as CUDA graphs, with ``chunk_graph`` one per chunk (torch on CUDA,
+    tensorrt; None: the backend's default, off for torch, on for tensorrt).
     ``threads``: CPU threads for torch (and onnxruntime's intra-op threads); None: the libraries' choice
     (:class:`~fada_rt.api.StreamingAvatar` and ``fada_rt.live`` use :func:`default_threads` instead).
     ``preset``: when given, the checkpoint's or engines' preset must be this one.
@@ -55,6 +57,7 @@ class LoadOptions:
     device: str = "cpu"
     dtype: Precision | None = None
     compile: bool = False
+    chunk_graph: bool = False
     cuda_graphs: bool | None = None
     threads: int | None = None
     preset: str | None = None
@@ -82,8 +85,9 @@ class LoadOptions:
         if self.checkpoint is not None:
             raise ValueError(f"the {kind} backend runs the engines in --engine-dir, not a checkpoint; drop "
                              "--checkpoint (it is for the torch backend)")
-        if self.compile:
-            raise ValueError(f"compile is a torch-backend option; the {kind} backend runs prebuilt graphs")
+        if self.compile or self.chunk_graph:
+            raise ValueError(f"compile and chunk_graph are torch-backend options; the {kind} backend runs prebuilt "
+                             "graphs")
         if self.dtype is not None:
             raise ValueError(f"the {kind} backend's precision is fixed when its engines are built (fp32 or fp16, "
                              "see python -m fada_rt.export --precision); do not pass dtype")
@@ -126,7 +130,10 @@ def add_load_options(parser: argparse.ArgumentParser, *, checkpoint_help: str | 
     g.add_argument("--dtype", type=precision_arg, choices=PRECISIONS, default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                    help=f"torch backend precision (default: {Precision.parse(None)}; half precision keeps norms and "
                         "the audio front-end in fp32; engines keep the precision they were exported with)")
-    g.add_argument("--compile", action="store_true", help="torch backend: torch.compile the denoiser and decoder")
+    g.add_argument("--compile", action="store_true", help="torch backend: torch.compile every network on the hot path "
+                   "(denoiser, decoder, audio front-end and tokens, motion features)")
+    g.add_argument("--chunk-graph", action="store_true", help="torch backend: compile a chunk sampler's whole chunk "
+                   "(every step and the decode) as one graph; with --cuda-graphs one CUDA graph per chunk")
     g.add_argument("--cuda-graphs", action="store_true", help="torch backend on CUDA: replay the denoiser as CUDA "
                    "graphs (the tensorrt backend uses them anyway)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: the "
@@ -140,6 +147,6 @@ def add_load_options(parser: argparse.ArgumentParser, *, checkpoint_help: str | 
 def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
     """The :class:`LoadOptions` of flags added by :func:`add_load_options` (a ValueError names a bad combination)."""
     return LoadOptions(backend=args.backend, checkpoint=args.checkpoint, engine_dir=args.engine_dir,
-                       device=args.device, dtype=args.dtype, compile=args.compile,
+                       device=args.device, dtype=args.dtype, compile=args.compile, chunk_graph=args.chunk_graph,
                        cuda_graphs=True if args.cuda_graphs else None, threads=args.threads, preset=args.preset,
                        decoder=args.decoder)

@@ -7,8 +7,11 @@ Options, all off by default (fp32 eager is the reference every other backend is 
   up, outputs cast back). The audio front-end (STFT / wav2vec2) stays fp32. The sampler's state
   stays fp32: the bound denoiser casts its inputs to the network dtype and its eps back to fp32,
   so the PeRFlow/DDIM updates do not accumulate half-precision rounding.
-* ``compile=True`` — ``torch.compile`` of the denoising UNet and the VAE decoder (static shapes:
-  one chunk size per pipeline, so it compiles once; a rolling sampler's 1..N frames in flight compile once each).
+* ``compile=True`` — ``torch.compile`` of every network on the hot path: the denoising UNet, the decoder, the audio
+  tokens, the motion features (static shapes: one chunk size per pipeline, so each compiles once; a rolling
+  sampler's 1..N frames in flight compile once each) and the audio front-end (dynamic: clips and blocks differ).
+* ``chunk_graph=True`` — a chunk sampler's whole chunk (every step, its updates and the decode) compiled as ONE
+  graph (:mod:`fada_rt.backends.chunk_graph`); with ``cuda_graphs`` it replays as one CUDA graph per chunk.
 * ``cuda_graphs=True`` (CUDA only) — every denoiser call of a chunk (one per sampler step) replays
   a captured CUDA graph: the chunk's conditions are copied into static buffers once per chunk at
   :meth:`bind`, then each step copies ``z``/``t``/``cfg`` in and replays. One graph per CFG-branch
@@ -20,16 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fada_rt.backends.base import Backend, BackendUnavailable
+from fada_rt.backends.chunk_graph import CastingDenoiser, ChunkProgram
 from fada_rt.backends.options import LoadOptions
 from fada_rt.config import ModelConfig
-from fada_rt.models.fada import BRANCHES, BranchedDenoiser, ChunkConditions, FadaModel, ReferenceCache
+from fada_rt.models.fada import BRANCHES, ChunkConditions, FadaModel, ReferenceCache
 from fada_rt.models.tiny_decoder import TinyDecoder
+
+if TYPE_CHECKING:
+    from fada_rt.sampling.samplers import SamplerSpec
 
 _NORMS = (nn.GroupNorm, nn.LayerNorm)
 
@@ -45,9 +52,13 @@ class TorchBackend(Backend):
         cuda_graphs: bool = False,
         role: str | None = None,
         decoder: TinyDecoder | None = None,
+        chunk_graph: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         """Wrap an already loaded model; device and dtype are the model's (see :func:`prepare_model`). ``decoder``: a
-        tiny decoder (:mod:`fada_rt.models.tiny_decoder`) instead of the VAE's, moved to the model's device/dtype."""
+        tiny decoder (:mod:`fada_rt.models.tiny_decoder`) instead of the VAE's, moved to the model's device/dtype.
+        ``compile_backend``: ``torch.compile``'s backend for ``compile`` and ``chunk_graph`` (the tests trace with
+        "aot_eager", which generates no kernels)."""
         param = next(model.denoiser.parameters())
         super().__init__(model.config, device=param.device, dtype=param.dtype, role=role)
         if cuda_graphs and self.device.type != "cuda":
@@ -60,10 +71,23 @@ class TorchBackend(Backend):
         if decoder is not None:
             decoder = decoder.to(device=self.device, dtype=self.dtype).eval()
         self._decode = self.model.vae.decode if decoder is None else decoder.decode
+        self.chunk_graph = chunk_graph
+        self._chunk = None
+        if chunk_graph:
+            self._chunk = ChunkProgram(denoiser=self.model.denoiser, decode=self._decode,
+                                       cfg_conditioned=self.cfg_conditioned, dtype=self.dtype,
+                                       mode="reduce-overhead" if cuda_graphs else None, backend=compile_backend)
         self._denoise: Any = self.model.denoiser
+        self._audio_features: Any = self.model.audio_features
+        self._audio_tokens: Any = self.model.audio_proj
+        self._motion_features: Any = self.model.motion_features
         if compile:
-            self._denoise = torch.compile(self.model.denoiser, dynamic=False)
-            self._decode = torch.compile(self._decode, dynamic=False)
+            def static(fn: Any) -> Any:
+                return torch.compile(fn, dynamic=False, backend=compile_backend)
+
+            self._denoise, self._decode = static(self.model.denoiser), static(self._decode)
+            self._audio_tokens, self._motion_features = static(self.model.audio_proj), static(self.model.motion_features)
+            self._audio_features = torch.compile(self.model.audio_features, dynamic=True, backend=compile_backend)
         self._graphs = _CudaGraphRunner(self._denoise) if cuda_graphs else None
 
     @classmethod
@@ -77,7 +101,7 @@ class TorchBackend(Backend):
         device = _check_device(options.device)
         model, meta = load_model(options.checkpoint, preset=options.preset, device="cpu", dtype=torch.float32)
         return cls(prepare_model(model, device=device, dtype=options.torch_dtype), compile=options.compile,
-                   cuda_graphs=bool(options.cuda_graphs), role=meta["role"],
+                   cuda_graphs=bool(options.cuda_graphs), role=meta["role"], chunk_graph=options.chunk_graph,
                    decoder=tiny_decoder_for(options.decoder, model.config))
 
     # ---- the Backend interface ------------------------------------------------------------------
@@ -91,11 +115,11 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def audio_features(self, wave: Tensor) -> Tensor:
-        return self.model.audio_features(wave.to(self.device, torch.float32))
+        return self._audio_features(wave.to(self.device, torch.float32))
 
     @torch.no_grad()
     def audio_tokens(self, windows: Tensor) -> Tensor:
-        return self.model.audio_proj(windows.to(self.device, self.dtype))
+        return self._audio_tokens(windows.to(self.device, self.dtype))
 
     @torch.no_grad()
     def reference(self, ref_latent: Tensor) -> ReferenceCache:
@@ -103,12 +127,20 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def motion_features(self, motion_latents: Tensor) -> list[Tensor]:
-        return self.model.motion_features(motion_latents.to(self.device, self.dtype))
+        return self._motion_features(motion_latents.to(self.device, self.dtype))
+
+    def sample_chunk(self, sampler: SamplerSpec, conditions: ChunkConditions, start: Tensor, *,
+                     frames: int) -> tuple[Tensor, Tensor]:
+        """One chunk from ``start`` (1, F, C, h, w) at t = 1 as one compiled program (``chunk_graph``): its clean
+        latents (1, F, C, h, w) fp32 and the first ``frames`` decoded, (frames, 3, H, W) in [-1, 1]."""
+        if self._chunk is None:
+            raise ValueError("sample_chunk runs the chunk graph: build the backend with chunk_graph=True")
+        return self._chunk(sampler, conditions, start.to(self.device), frames=frames)
 
     def bind(self, conditions: ChunkConditions):
         if self._graphs is not None:
             return self._graphs.bind(conditions, cfg_conditioned=self.cfg_conditioned, dtype=self.dtype)
-        return _CastingDenoiser(self._denoise, conditions, cfg_conditioned=self.cfg_conditioned, dtype=self.dtype)
+        return CastingDenoiser(self._denoise, conditions, cfg_conditioned=self.cfg_conditioned, dtype=self.dtype)
 
 
 # ---- model preparation ---------------------------------------------------------------------------
@@ -197,23 +229,6 @@ def _cast_back(dtype: torch.dtype):
 
 
 # ---- bound denoisers -----------------------------------------------------------------------------
-
-
-class _CastingDenoiser(BranchedDenoiser):
-    """BranchedDenoiser without autograd; fp32 sampler state in, fp32 eps out, network in ``dtype``."""
-
-    def __init__(self, denoiser: Any, conditions: ChunkConditions, *, cfg_conditioned: bool,
-                 dtype: torch.dtype) -> None:
-        self.denoiser = denoiser
-        self.conditions = conditions
-        self.cfg_conditioned = cfg_conditioned
-        self.dtype = dtype
-
-    @torch.no_grad()
-    def __call__(self, z: Tensor, timestep: Tensor, *, branches: Sequence[str], cfg: Tensor | None = None) -> Tensor:
-        cfg = cfg.to(self.dtype) if cfg is not None else None
-        eps = super().__call__(z.to(self.dtype), timestep.float(), branches=branches, cfg=cfg)
-        return eps.float()  # (len(branches), B, F, C, h, w)
 
 
 class _CudaGraphRunner:
