@@ -1,6 +1,6 @@
 """The trainers' command lines are generated from their config dataclasses (train/cli.py): help text from
 each field's ``#:`` comment with argparse's default, types from the annotations, every field an option, and
-every flag the recipes use (scripts/train_tiny.sh, scripts/gpu_check.sh) still parses to the same config."""
+every flag the recipes use (scripts/train_tiny.sh, the first GPU lease's teacher runs) still parses to the same config."""
 
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ def test_every_config_field_is_documented_and_no_help_restates_a_default() -> No
     assert _option_help(teacher_mod.build_parser(), "--lr").endswith("(default: 0.0002)")
 
 
-# the flags of scripts/train_tiny.sh, scripts/gpu_check.sh and the README's commands, with the configs they mean
+# the flags of scripts/train_tiny.sh, the first GPU lease's teacher runs and the README's commands, with the configs they mean
 TEACHER_RECIPE = [
     "--data", "D", "--manifest", "A", "--cache", "C", "--init", "I", "--run", "R", "--steps", "100000",
     "--stop-after", "1273", "--batch-size", "128", "--lr", "3e-4", "--seed", "21", "--loss-weighting", "truncated_snr",
@@ -293,7 +293,7 @@ def test_the_recipes_flags_parse_to_the_same_configs() -> None:
         batch_size=128, seed=21, loss_weighting="truncated_snr", motion_weight=1.0, motion_map="dataset",
         sync_expert="E", sync_weight=0.1, sync_target="audio-hinge", sync_max_t=900, noise_sharing_max=0.95,
         motion_noise_steps=100, reference_sink=True)
-    # gpu_check.sh's MIXED may be accelerate's "no"
+    # the lease script's MIXED could be accelerate's "no"
     args = p.parse_args([*REQUIRED, "--mixed-precision", "no"])
     assert dataclass_from_args(TeacherTrainConfig, args).loop.mixed_precision is Precision.FP32
 
