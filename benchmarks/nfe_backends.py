@@ -30,7 +30,7 @@ class ModelEntry:
 
 #: what a study row changes on a torch backend ("torch-compiled+channels-last"): measured side by side with the row
 #: it modifies, kept in the library only where faster with parity (issue 27)
-STUDIES = ("channels-last", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math")
+STUDIES = ("channels-last", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "fp8")
 TORCH_KINDS = ("torch", "torch-compiled", "torch-chunk-graph")
 
 
@@ -51,6 +51,13 @@ def unavailable_reason(kind: str, *, device: torch.device, dtype: torch.dtype) -
                 "toolchain and minutes of compilation per graph and has no CUDA graphs")
     if study in ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn") and device.type != "cuda":
         return f"{study} is a CUDA attention kernel"
+    if study == "fp8":
+        if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+            return "fp8 matmuls need a CUDA GPU of compute capability 8.9 or more (Ada, Hopper)"
+        try:
+            import torchao.quantization  # noqa: F401
+        except ImportError:
+            return "the fp8 study needs torchao (pip install torchao; carry its wheel to a GPU image without it)"
     if kind in ("onnxruntime", "tensorrt") and dtype == torch.bfloat16:
         return f"{kind} engines are exported in fp32 or fp16; bf16 is torch-only (use --dtype fp16)"
     if kind == "onnxruntime":
@@ -113,6 +120,10 @@ class BackendFactory:
             model = prepare_model(model, device=self.device, dtype=self.dtype)  # in place, shared by the plain kinds
             if study == "channels-last":
                 model = model.to(memory_format=torch.channels_last)
+            if study == "fp8":  # the denoiser's linear layers: fp8 weights and activations, scaled per row
+                from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+                quantize_(model.denoiser, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
             compiled, chunk = base != "torch", base == "torch-chunk-graph"
             backend = TorchBackend(model, compile=compiled, cuda_graphs=compiled, chunk_graph=chunk, role=entry.role,
                                    decoder=self._decoder(entry))

@@ -9,7 +9,7 @@
 #    per denoiser call) vs torch-chunk-graph (the whole chunk one compiled graph, one CUDA graph), full VAE, with each
 #    path's parity against eager;
 # 4. the same three with the tiny decoder (a random one of the preset's shape: the work, not the quality);
-# 5. the studies beside eager: channels-last and the SDPA kernels (flash, efficient, cuDNN);
+# 5. the studies beside eager: channels-last, the SDPA kernels (flash, efficient, cuDNN), fp8 (torchao, if there);
 # 6. the streaming sampler beside the chunked fast student, with the real-time rows (first frame, audio-to-frame).
 #
 # Everything lands in OUT/logs.tar.gz (logs, benchmark JSON and markdown). Each stage has its own time limit and
@@ -60,9 +60,9 @@ stage "4 fast student, tiny decoder: eager / compiled / chunk graph"
 bench tiny-decoder "$T_TINY" --variants fast --backend torch torch-compiled torch-chunk-graph --realtime 0 \
   --decoder tiny
 
-stage "5 studies beside eager: channels-last, SDPA kernels"
+stage "5 studies beside eager: channels-last, SDPA kernels, fp8"
 bench studies "$T_STUDY" --variants fast --backend torch torch+channels-last torch+sdpa-flash torch+sdpa-efficient \
-  torch+sdpa-cudnn --realtime 0
+  torch+sdpa-cudnn torch+fp8 --realtime 0
 
 stage "6 streaming sampler beside the chunked fast student, real time"
 bench stream "$T_STREAM" --variants fast stream --backend torch --realtime 10 --realtime-rounds 1

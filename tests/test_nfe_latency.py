@@ -169,7 +169,7 @@ def test_study_rows_run_beside_their_backend_with_parity_against_eager():
     the model, with its parity against torch eager; CUDA-only kinds and kernels are reported, not raised."""
     result = run_benchmark(preset="tiny", device="cpu", frames=FRAMES, repeats=1, warmup=0, variants=["fast"],
                            backends=["torch", "torch+channels-last", "torch+sdpa-math", "torch+sdpa-flash",
-                                     "torch-chunk-graph"], realtime=0, progress=False, log=lambda s: None)
+                                     "torch+fp8", "torch-chunk-graph"], realtime=0, progress=False, log=lambda s: None)
     rows = {r["backend"]: r for r in result["rows"]}
     assert set(rows) == {"torch", "torch+channels-last", "torch+sdpa-math"}
     assert "parity_vs_eager" not in rows["torch"]
@@ -177,6 +177,6 @@ def test_study_rows_run_beside_their_backend_with_parity_against_eager():
         parity = rows[kind]["parity_vs_eager"]
         assert parity["frames"] == FRAMES and parity["max_levels"] <= 1, (kind, parity)  # the same network
     reasons = {u["backend"]: u["reason"] for u in result["unavailable"]}
-    assert "CUDA" in reasons["torch+sdpa-flash"] and "CUDA" in reasons["torch-chunk-graph"]
+    assert all("CUDA" in reasons[k] for k in ("torch+sdpa-flash", "torch+fp8", "torch-chunk-graph"))
     with pytest.raises(ValueError, match="TORCH_KIND\\+STUDY"):
         run_benchmark(preset="tiny", backends=["onnxruntime+channels-last"], progress=False)
