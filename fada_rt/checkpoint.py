@@ -54,9 +54,9 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], *, source: st
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"{source}: the weights do not fit this model: {len(missing)} missing keys {_head(missing)}, "
-            f"{len(unexpected)} unexpected keys {_head(unexpected)}. Is it a checkpoint of another preset, "
-            f"CFG mode or model version?"
+            f"{source}: the weights do not fit this model ({len(missing)} missing keys {_head(missing)}, "
+            f"{len(unexpected)} unexpected keys {_head(unexpected)}): they come from another preset, CFG mode or "
+            f"model version; pass --checkpoint the folder they were saved in, whole"
         )
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
              if tuple(state[k].shape) != tuple(v.shape)]
@@ -88,7 +88,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _check_folder(path: str | Path, *, weights: str = WEIGHTS_NAME) -> Path:
     folder = Path(path)
     if not folder.exists():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+        raise CheckpointError(f"checkpoint folder {folder} does not exist: pass --checkpoint a folder with "
+                              f"{CONFIG_NAME} and {WEIGHTS_NAME}, or leave it out for the shipped model")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; a checkpoint is a folder with {CONFIG_NAME} and {weights}")
     return folder
@@ -124,7 +125,8 @@ def read_model_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
                               f"supported (this fada-rt reads version {FORMAT_VERSION})")
     unknown = sorted(set(raw) - {"format", "format_version", "role", "model", "info", "wav2vec2"})
     if unknown:
-        raise CheckpointError(f"{folder / CONFIG_NAME}: unknown keys {unknown}")
+        raise CheckpointError(f"{folder / CONFIG_NAME}: unknown keys {unknown}: written by another fada-rt version? "
+                              "read it with that version, or remove the keys")
     try:
         config = ModelConfig.from_dict(raw["model"])
     except (TypeError, ValueError, KeyError) as err:
@@ -191,7 +193,8 @@ def load_model(
         raise CheckpointError(f"{folder} holds a {meta['role']}, but a {role} was asked for")
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing: the checkpoint folder has no weights")
+        raise CheckpointError(f"{weights} is missing: the checkpoint folder has no weights; pass --checkpoint a "
+                              f"whole checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})")
     audio_encoder = None
     if meta["wav2vec2"] is not None:
         from transformers import Wav2Vec2Config, Wav2Vec2Model

@@ -220,15 +220,15 @@ def read_manifest(engine_dir: str | Path) -> Manifest:
     folder = Path(engine_dir)
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
-        raise EngineError(f"engine directory {folder} does not exist. Export one with:\n  "
+        raise EngineError(f"engine directory {folder} does not exist; export one with: "
                           + _NO_MANIFEST_HINT.format(out=shlex.quote(str(folder))))
     if not path.is_file():
         raise EngineError(f"{folder} has no {MANIFEST_NAME}: the export did not finish or its parity checks failed. "
-                          "Export again with:\n  " + _NO_MANIFEST_HINT.format(out=shlex.quote(str(folder))))
+                          "Export again with: " + _NO_MANIFEST_HINT.format(out=shlex.quote(str(folder))))
     try:
         return Manifest.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError, KeyError) as err:
-        raise EngineError(f"{path} is not a valid engine manifest ({err}). Export again with:\n  "
+        raise EngineError(f"{path} is not a valid engine manifest ({err}); export again with: "
                           + _NO_MANIFEST_HINT.format(out=shlex.quote(str(folder)))) from err
 
 
@@ -291,8 +291,7 @@ def check_tensorrt(manifest: Manifest, engine_dir: str | Path, *, names: tuple[s
 
 
 def _mismatch_message(folder: Path, problems: list[str], command: str) -> str:
-    listed = "\n".join(f"  - {p}" for p in problems)
-    return f"engine directory {folder} cannot be used:\n{listed}\nRebuild it with:\n  {command}"
+    return f"engine directory {folder} cannot be used ({'; '.join(problems)}); rebuild it with: {command}"
 
 
 def timing_cache_name(version: str, gpu: GpuInfo) -> str:
