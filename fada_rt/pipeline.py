@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,6 +232,15 @@ class AvatarPipeline:
     def generate(self, avatar: Avatar, windows: Tensor, state: ChunkState, *,
                  generator: torch.Generator) -> tuple[np.ndarray, ChunkState]:
         """One chunk: windows (1, n, 2w+1, L, D), 1 <= n <= F -> frames (n, H, W, 3) uint8, next state."""
+        frames, state = self.launch(avatar, windows, state, generator=generator)
+        return frames(), state
+
+    def launch(self, avatar: Avatar, windows: Tensor, state: ChunkState, *, generator: torch.Generator,
+               background: bool = False) -> tuple[Callable[[], np.ndarray], ChunkState]:
+        """:meth:`generate` in two halves: the chunk's steps now, its frames when the returned function is called.
+        The next state needs only the clean latents, so the next chunk can start before this one is decoded; with
+        ``background`` the decode runs beside it (:meth:`Backend.decode_async`: a second CUDA stream, or a worker
+        thread)."""
         if self.rolling:
             raise ValueError(f"sampler {self.sampler.name!r} runs frames in flight: use advance(), not generate()")
         f, m = self.chunk_frames, self.motion_frames
@@ -244,13 +253,18 @@ class AvatarPipeline:
         conditions = self.backend.conditions(avatar.reference, self._motion(avatar, state, generator), windows)
         if self.backend.chunk_graph:  # the steps and the decode as one program
             latents, images = self.backend.sample_chunk(self.sampler, conditions, start, frames=n)
+            decoded: Callable[[], Tensor] = lambda: images  # noqa: E731
         else:
             latents = self.sampler.run(denoiser=self.backend.bind(conditions), noise=start).z0.float()  # (1, F, ...)
-            images = self.backend.decode(latents[0, :n])  # (n, 3, H, W)
+            if background:
+                decoded = self.backend.decode_async(latents[0, :n])
+            else:
+                images = self.backend.decode(latents[0, :n])  # (n, 3, H, W)
+                decoded = lambda: images  # noqa: E731
         motion = torch.cat([state.motion_latents.to(latents.device), latents[:, :n]], dim=1)[:, -m:]
-        return self._to_frames(images), ChunkState(motion_latents=motion.contiguous(),
-                                                        next_frame=state.next_frame + n, chunks=state.chunks + 1,
-                                                        shared_noise=shared)
+        return lambda: self._to_frames(decoded()), ChunkState(
+            motion_latents=motion.contiguous(), next_frame=state.next_frame + n, chunks=state.chunks + 1,
+            shared_noise=shared)
 
     def advance(self, avatar: Avatar, state: ChunkState, windows: Tensor | None = None, *,
                 generator: torch.Generator) -> tuple[np.ndarray, ChunkState]:

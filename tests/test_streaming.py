@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_model, randomize_zero_init
 
+from fada_rt.audio_stream import AudioFeatureStream, FeatureContext, streamed_windows
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.pipeline import AvatarPipeline
-from fada_rt.streaming import AudioFeatureStream, FeatureContext, StreamingSession, streamed_windows
+from fada_rt.streaming import StreamingSession
 
 #: Streamed mel features vs the offline MelFrontend on the whole clip. Both compute every value
 #: from the same samples with the same STFT frames, so they agree to float rounding (measured: 0).
@@ -104,11 +106,18 @@ def offline_frames(pipeline: AvatarPipeline, face: np.ndarray, wave: np.ndarray,
     return np.concatenate(frames)
 
 
-def test_session_output_equals_offline_generation(pipeline, face):
-    """Same seed, same audio: pushing it in random pieces gives the frames of one offline pass."""
+@pytest.mark.parametrize("overlap", [False, True])
+def test_session_output_equals_offline_generation(pipeline, face, overlap, monkeypatch):
+    """Same seed, same audio: pushing it in random pieces gives the frames of one offline pass. With overlap_decode
+    too, its chunks decoded in the backend's worker thread while the next chunk's steps ran."""
     wave = speechy(2.3, seed=5)  # 58 frames: 7 chunks + a partial one of 2
     expected = offline_frames(pipeline, face, wave, seed=11)
-    session = StreamingSession(pipeline, pipeline.prepare(face), generator=torch.Generator().manual_seed(11))
+    decoders: list[str] = []
+    decode = pipeline.backend.decode
+    monkeypatch.setattr(pipeline.backend, "decode", lambda z: (decoders.append(threading.current_thread().name),
+                                                               decode(z))[1])
+    session = StreamingSession(pipeline, pipeline.prepare(face), generator=torch.Generator().manual_seed(11),
+                               overlap_decode=overlap)
     rng, pos, chunks = np.random.default_rng(2), 0, []
     while pos < wave.size:
         n = int(rng.integers(200, 5000))
@@ -127,6 +136,8 @@ def test_session_output_equals_offline_generation(pipeline, face):
     assert [len(c.frames) for c in chunks] == [8] * 7 + [2]
     assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 1
     assert session.stats.frames == 58 and session.stats.dropped_frames == 0
+    background = [name for name in decoders if name != threading.current_thread().name]
+    assert len(background) == (8 if overlap else 0), decoders
 
 
 class FakeClock:

@@ -13,7 +13,7 @@ audio_features      (B, S) 16 kHz -> (B, T, 2w+1, L, D)      per audio block
 audio_tokens        (B, T, 2w+1, L, D) -> (B, T, N, D)       per chunk
 motion_features     (B, M, C, h, w) -> per layer (B, M, HW, C) per chunk
 bind(...)           -> fada_rt.sampling Denoiser             per chunk
-decode              (N, C, h, w) -> (N, 3, H, W) [-1, 1]     per chunk
+decode              (N, C, h, w) -> (N, 3, H, W) [-1, 1]     per chunk (decode_async: beside the next one)
 ==================  =======================================  ==============
 
 A backend with ``chunk_graph`` (the torch backend's option) also has ``sample_chunk``: ``bind``, the sampler and
@@ -23,6 +23,8 @@ A backend with ``chunk_graph`` (the torch backend's option) also has ``sample_ch
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -49,6 +51,7 @@ class Backend(ABC):
         self.device = torch.device(device)
         self.dtype = dtype
         self.role = role
+        self._decoder_thread: ThreadPoolExecutor | None = None
 
     @property
     def cfg_conditioned(self) -> bool:
@@ -76,6 +79,13 @@ class Backend(ABC):
     @abstractmethod
     def bind(self, conditions: ChunkConditions):
         """A ``fada_rt.sampling.Denoiser`` for one chunk."""
+
+    def decode_async(self, latents: Tensor) -> Callable[[], Tensor]:
+        """:meth:`decode` beside the caller's next work: a function that returns the images once they are made. Here
+        in a worker thread (the networks release the GIL); the torch backend on CUDA uses a second stream."""
+        if self._decoder_thread is None:
+            self._decoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-decode")
+        return self._decoder_thread.submit(self.decode, latents).result
 
     def conditions(self, reference: ReferenceCache, motion_latents: Tensor, windows: Tensor) -> ChunkConditions:
         return ChunkConditions(reference, self.motion_features(motion_latents), self.audio_tokens(windows))

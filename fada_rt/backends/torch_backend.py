@@ -21,7 +21,7 @@ Options, all off by default (fp32 eager is the reference every other backend is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,7 @@ class TorchBackend(Backend):
             self._audio_tokens, self._motion_features = static(self.model.audio_proj), static(self.model.motion_features)
             self._audio_features = torch.compile(self.model.audio_features, dynamic=True, backend=compile_backend)
         self._graphs = _CudaGraphRunner(self._denoise) if cuda_graphs else None
+        self._side_stream: Any = None  # decode_async's CUDA stream
 
     @classmethod
     def load(cls, options: LoadOptions) -> TorchBackend:
@@ -112,6 +113,30 @@ class TorchBackend(Backend):
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
         return self._decode(latents.to(self.device, self.dtype)).float()
+
+    def decode_async(self, latents: Tensor) -> Callable[[], Tensor]:
+        """On CUDA the decode is queued on a second stream, after the work queued so far: the next chunk's steps,
+        queued next on the main stream, run beside it. Elsewhere a worker thread (:meth:`Backend.decode_async`)."""
+        if self.device.type != "cuda":
+            return super().decode_async(latents)
+        main = torch.cuda.current_stream(self.device)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        side = self._side_stream
+        side.wait_stream(main)  # the latents are made
+        with torch.cuda.stream(side), torch.no_grad():
+            latents = latents.to(self.device, self.dtype)
+            latents.record_stream(side)
+            images = self._decode(latents).float()  # (N, 3, H, W)
+        done = torch.cuda.Event()
+        done.record(side)
+
+        def result() -> Tensor:
+            main.wait_event(done)
+            images.record_stream(main)
+            return images
+
+        return result
 
     @torch.no_grad()
     def audio_features(self, wave: Tensor) -> Tensor:

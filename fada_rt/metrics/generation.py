@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fada_rt.audio_stream import streamed_windows
 from fada_rt.clips import Clip
 from fada_rt.media import VideoWriter
 from fada_rt.metrics.suite import reference_portrait
 from fada_rt.pipeline import AvatarPipeline
-from fada_rt.streaming import streamed_windows
 
 
 @dataclass
