@@ -316,15 +316,19 @@ class StreamingAvatar:
         return now if self._t0 is None else self._t0 + self._emitted / self.fps
 
     def _pop_due(self) -> _Made:
-        """The next frame to emit (realtime: the output clock slips when the model could not keep up)."""
+        """The next frame to emit. Realtime: the output clock holds; when the model could not keep up, the frame
+        takes the slot due now and the whole slots that went by stay empty (its pts skips them, ``late_frames``
+        counts them), so the pictures never trail the clock by a frame or more."""
         now = self.clock()
         if not self.realtime:
             return self._out.popleft()
         if self._t0 is None:
             self._t0 = now
-        elif now - self._due(now) > 1.0 / self.fps:  # late (the model could not keep up): slip the clock
-            self._t0 = now - self._emitted / self.fps
-            self._stats["late_frames"] += 1
+        else:
+            missed = math.floor((now - self._due(now)) * self.fps)  # whole slots gone by
+            if missed >= 1:
+                self._emitted += missed
+                self._stats["late_frames"] += missed
         return self._out.popleft()
 
     def _emit(self, made: _Made) -> tuple[float, int, tuple[AvatarEvent, ...], float | None]:

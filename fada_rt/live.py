@@ -165,14 +165,24 @@ class FileSource:
 
 
 class LiveRecorder:
-    """CFR mp4 of the live stream: every emitted frame with the audio that plays with it (one clock)."""
+    """CFR mp4 of the live stream on its clock: every emitted frame with the audio that plays with it, and the slots
+    the model missed (``late_frames``) as a viewer saw them, the last picture held in silence."""
 
     def __init__(self, path: str | Path, *, size: int | tuple[int, int], fps: int, sample_rate: int) -> None:
         self.writer = VideoWriter(path, size=size, fps=fps, sample_rate=sample_rate)
+        self.held = 0  # slots filled with the last picture
+        self._first: int | None = None
+        self._last: AvatarFrame | None = None
 
     def write(self, frame: AvatarFrame) -> None:
+        self._first = frame.index if self._first is None else self._first
+        while self._last is not None and self.writer.frames_written < frame.index - self._first:
+            self.writer.write_audio(np.zeros_like(self._last.audio))
+            self.writer.write_frames(self._last.image[None])
+            self.held += 1
         self.writer.write_audio(frame.audio)
         self.writer.write_frames(frame.image[None])
+        self._last = frame
 
     def close(self) -> None:
         self.writer.close()

@@ -87,10 +87,11 @@ def test_turns_keep_the_stream_open_and_carry_events(either, face):
     avatar = StreamingAvatar(face, crop="centre", pipeline=either, audio_rate=16000)
     avatar.push_audio(speech(0.6, 16000), 16000)
     avatar.end_turn()
-    events, kinds, second = [], [], False
+    events, kinds, indices, second = [], [], [], False
     for frame in avatar.frames():
         events += [(e.kind, e.turn, round(e.played, 2)) for e in frame.events]
         kinds.append(frame.speaking)
+        indices.append(frame.index)  # slots of the output clock: a slow machine's missed slots are skipped
         if len(events) == 2 and frame.index > 40 and not second:
             avatar.push_audio(speech(0.4, 16000), 16000)
             avatar.end_turn()
@@ -102,8 +103,10 @@ def test_turns_keep_the_stream_open_and_carry_events(either, face):
                       ("speaking_started", 2, 0.0), ("speaking_finished", 2, 0.4)]
     assert sum(kinds) == 15 + 10
     first_idle_after = kinds.index(False, kinds.index(True))
-    assert not any(kinds[first_idle_after:41])  # idle between the turns
-    assert avatar.stats["turns"] == 2 and avatar.stats["idle_frames"] > 20
+    second_pushed = next(i for i, index in enumerate(indices) if index > 40)
+    assert not any(kinds[first_idle_after : second_pushed + 1])  # idle between the turns
+    assert avatar.stats["turns"] == 2
+    assert avatar.stats["idle_frames"] + avatar.stats["late_frames"] > 20  # idle slots, shown or skipped
 
 
 def test_interrupt_drops_queued_speech_within_one_chunk(either, face):
@@ -279,3 +282,40 @@ def test_push_audio_refuses_bad_arrays_before_opening_a_turn(pipeline, face):
     avatar.end_audio()
     assert [f.turn for f in avatar.frames()] == [1] * 5  # 0.2 s: the refused pushes opened no turn
     avatar.close()
+
+
+def test_the_output_clock_holds_and_skips_the_slots_the_model_missed(pipeline, face):
+    """Realtime on a clock the test moves: a frame asked for 1.5 slots after its time takes the slot due now (index
+    2, pts 0.08), the missed slot stays empty and counts in late_frames; the next frame is on time again. A
+    slipping clock (the old behaviour) would give index 1 and let the pictures trail by 60 ms for good."""
+    now = [100.0]
+    avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, audio_rate=16000, clock=lambda: now[0])
+    try:
+        first = avatar.next_frame()  # idle frames: the first one starts the clock at 100.0
+        now[0] = 100.1  # slot 1 was due at 100.04: 1.5 slots late
+        late = avatar.next_frame()
+        now[0] = 100.12  # slot 3 is due now
+        on_time = avatar.next_frame()
+    finally:
+        avatar.close()
+    assert [f.index for f in (first, late, on_time)] == [0, 2, 3]
+    assert [f.pts for f in (first, late, on_time)] == pytest.approx([0.0, 0.08, 0.12])
+    assert avatar.stats["late_frames"] == 1 and avatar.stats["frames"] == 3
+
+
+def test_the_live_recording_holds_the_picture_in_silence_for_skipped_slots(tmp_path):
+    from fada_rt.api import AvatarFrame
+    from fada_rt.live import LiveRecorder
+    from fada_rt.media import probe_video
+
+    recorder = LiveRecorder(tmp_path / "live.mp4", size=64, fps=25, sample_rate=16000)
+    for index in (0, 1, 4):  # slots 2 and 3 went by with no frame ready
+        recorder.write(AvatarFrame(image=np.full((64, 64, 3), 60 * index, np.uint8),
+                                   audio=np.full(640, 0.25, np.float32), pts=index / 25, index=index, speaking=True))
+    recorder.close()
+    info = probe_video(tmp_path / "live.mp4")
+    assert (info.frames, recorder.held) == (5, 2)
+    assert info.audio_duration == pytest.approx(0.2, abs=0.03)
+    heard = read_audio(tmp_path / "live.mp4", sample_rate=16000)
+    middle = heard[2 * 640 + 200 : 4 * 640 - 200]  # the held slots: silence (AAC's edges aside)
+    assert np.abs(middle).max() < 0.02 and np.abs(heard[200:1000]).mean() > 0.2
