@@ -264,6 +264,8 @@ class StreamingAvatar:
                     return None
                 now = self.clock()
                 if self._out:
+                    if self.realtime:
+                        self._skip_missed(now)
                     wait = self._due(now) - now if self.realtime else 0.0
                     if wait <= 0:
                         break
@@ -315,20 +317,23 @@ class StreamingAvatar:
         """When the next frame is due on the output clock (now, for the first)."""
         return now if self._t0 is None else self._t0 + self._emitted / self.fps
 
-    def _pop_due(self) -> _Made:
-        """The next frame to emit. Realtime: the output clock holds; when the model could not keep up, the frame
-        takes the slot due now and the whole slots that went by stay empty (its pts skips them, ``late_frames``
-        counts them), so the pictures never trail the clock by a frame or more."""
-        now = self.clock()
-        if not self.realtime:
-            return self._out.popleft()
+    def _skip_missed(self, now: float) -> None:
+        """Realtime: the output clock holds. A frame ready more than half a slot after its time takes the next slot
+        not yet half gone (waiting for it when it is ahead); the slots that went by stay empty (its pts skips them,
+        ``late_frames`` counts them). So a frame leaves within half a slot of its time and the pictures never
+        trail the clock."""
         if self._t0 is None:
-            self._t0 = now
-        else:
-            missed = math.floor((now - self._due(now)) * self.fps)  # whole slots gone by
-            if missed >= 1:
-                self._emitted += missed
-                self._stats["late_frames"] += missed
+            return
+        late = (now - self._due(now)) * self.fps  # slots
+        if late > 0.5:
+            missed = math.ceil(late - 0.5)
+            self._emitted += missed
+            self._stats["late_frames"] += missed
+
+    def _pop_due(self) -> _Made:
+        """The next frame to emit (its slot decided by :meth:`_skip_missed`); the first one starts the clock."""
+        if self.realtime and self._t0 is None:
+            self._t0 = self.clock()
         return self._out.popleft()
 
     def _emit(self, made: _Made) -> tuple[float, int, tuple[AvatarEvent, ...], float | None]:

@@ -285,9 +285,10 @@ def test_push_audio_refuses_bad_arrays_before_opening_a_turn(pipeline, face):
 
 
 def test_the_output_clock_holds_and_skips_the_slots_the_model_missed(pipeline, face):
-    """Realtime on a clock the test moves: a frame asked for 1.5 slots after its time takes the slot due now (index
-    2, pts 0.08), the missed slot stays empty and counts in late_frames; the next frame is on time again. A
-    slipping clock (the old behaviour) would give index 1 and let the pictures trail by 60 ms for good."""
+    """Realtime on a clock the test moves: a frame asked for 1.5 slots after its time takes slot 2 (pts 0.08, half a
+    slot late), the missed slot stays empty and counts in late_frames; the next frame is on time; one asked for
+    0.75 slot late waits for the following slot (emitted when the clock reaches it). A slipping clock (the old
+    behaviour) would give indices 1, 2, 3 and let the pictures trail by 60 ms for good."""
     now = [100.0]
     avatar = StreamingAvatar(face, crop="centre", pipeline=pipeline, audio_rate=16000, clock=lambda: now[0])
     try:
@@ -296,11 +297,14 @@ def test_the_output_clock_holds_and_skips_the_slots_the_model_missed(pipeline, f
         late = avatar.next_frame()
         now[0] = 100.12  # slot 3 is due now
         on_time = avatar.next_frame()
+        now[0] = 100.19  # slot 4 was due at 100.16: 0.75 slot late, so it waits for slot 5 (100.2)
+        threading.Timer(0.3, lambda: now.__setitem__(0, 100.2)).start()
+        waited = avatar.next_frame(timeout=5.0)
     finally:
         avatar.close()
-    assert [f.index for f in (first, late, on_time)] == [0, 2, 3]
-    assert [f.pts for f in (first, late, on_time)] == pytest.approx([0.0, 0.08, 0.12])
-    assert avatar.stats["late_frames"] == 1 and avatar.stats["frames"] == 3
+    assert [f.index for f in (first, late, on_time, waited)] == [0, 2, 3, 5]
+    assert [f.pts for f in (first, late, on_time, waited)] == pytest.approx([0.0, 0.08, 0.12, 0.2])
+    assert avatar.stats["late_frames"] == 2 and avatar.stats["frames"] == 4
 
 
 def test_the_live_recording_holds_the_picture_in_silence_for_skipped_slots(tmp_path):
