@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 import benchmarks.soak as soak
+import benchmarks.soak_report as soak_report
 from fada_rt.media import SAMPLE_RATE, probe_audio, read_audio
 from fada_rt.preview import StatsLog
 
 
-def sample(wall: float, rss: float, cpu: float = 0.0) -> soak.Sample:
-    return soak.Sample(wall=wall, rss_mb=rss, fds=5, open_files=3, threads=12, cpu_s=cpu, load1=1.0)
+def sample(wall: float, rss: float, cpu: float = 0.0) -> soak_report.Sample:
+    return soak_report.Sample(wall=wall, rss_mb=rss, fds=5, open_files=3, threads=12, cpu_s=cpu, load1=1.0)
 
 
 def report(wall: float, frames: int, speech: int, av: tuple[float, float, float], latency: float | None,
@@ -30,8 +31,8 @@ def rows_with_rss(rss: list[float]) -> list[dict]:
     return [{"row": k + 1, "minute": float(k + 1), "rss_mb": v, "fds": 5, "threads": 12} for k, v in enumerate(rss)]
 
 
-def recording(frames: int = 100, *, audio: float | None = 4.0, gaps: int = 0) -> soak.RecordingCheck:
-    return soak.RecordingCheck(path="x.mp4", frames=frames, fps=25.0, video_duration=frames / 25, audio_duration=audio,
+def recording(frames: int = 100, *, audio: float | None = 4.0, gaps: int = 0) -> soak_report.RecordingCheck:
+    return soak_report.RecordingCheck(path="x.mp4", frames=frames, fps=25.0, video_duration=frames / 25, audio_duration=audio,
                                video_codec="h264", audio_codec="aac", pts_gaps=gaps, pts_repeats=0)
 
 
@@ -39,8 +40,8 @@ def test_rss_slope_is_least_squares_over_the_rows_after_the_first():
     rss = [300.0, 420.0, 420.4, 421.1, 421.3, 422.0]  # the first (warm-up) row is far below: left out
     rows = rows_with_rss(rss)
     expected = np.polyfit([r["minute"] for r in rows[1:]], rss[1:], 1)[0]
-    assert soak.rss_slope(rows) == pytest.approx(expected)
-    assert soak.rss_slope(rows_with_rss([300.0, 420.0])) is None  # one row after the warm-up: no slope
+    assert soak_report.rss_slope(rows) == pytest.approx(expected)
+    assert soak_report.rss_slope(rows_with_rss([300.0, 420.0])) is None  # one row after the warm-up: no slope
 
 
 @pytest.mark.parametrize(("rss", "av", "exit_code", "rec", "met"), [
@@ -57,18 +58,18 @@ def test_rss_slope_is_least_squares_over_the_rows_after_the_first():
 def test_assess_checks_each_target(rss, av, exit_code, rec, met):
     rows = [r | {"av_offset_ms_max": av / 2} for r in rows_with_rss(rss)]
     final = {"emitted": 97, "av_offset_ms_max": av, "dropped_frames": 7, "late_frames": 3}  # + 3 held slots: 100
-    verdict = soak.assess(rows=rows, final=final, exit_code=exit_code, recording=rec)
+    verdict = soak_report.assess(rows=rows, final=final, exit_code=exit_code, recording=rec)
     assert [t["met"] for t in verdict["targets"]] == met
     assert verdict["figures"]["av_offset_ms_max_abs"] == av
     assert verdict["figures"]["clock_dropped_frames"] == 7  # called for by the clock: reported, not counted
 
 
 def test_uncalled_drops_add_up_their_parts():
-    verdict = soak.assess(rows=[], final={"emitted": 95, "late_frames": 5}, exit_code=143,
+    verdict = soak_report.assess(rows=[], final={"emitted": 95, "late_frames": 5}, exit_code=143,
                           recording=recording(98, audio=3.86, gaps=1))  # 95 emitted + 5 skipped slots held = 100
     assert verdict["figures"]["uncalled_drops"] == {"emitted_not_recorded": 2, "pts_gaps": 1, "audio_short_frames": 1}
     assert verdict["targets"][2]["measured"].startswith("4 ")
-    assert soak.assess(rows=[], final=None, exit_code=None, recording=None)["targets"][2]["met"] is None
+    assert soak_report.assess(rows=[], final=None, exit_code=None, recording=None)["targets"][2]["met"] is None
 
 
 def test_rows_aggregate_samples_and_reports_per_interval():
@@ -79,9 +80,9 @@ def test_rows_aggregate_samples_and_reports_per_interval():
                report(t0 + 2, 50, 35, (20.0, 15.0, 22.0), 500.0, dropped=2, late=1),
                report(t0 + 11, 75, 35, (30.0, 25.0, 32.0), None),  # no speech: no latency in it
                {"wall": t0 + 25, "kind": "final", "frames": 80}]  # not a row's
-    edges = soak.row_edges(t0=t0, stop=t0 + 20.5, interval=10.0)
+    edges = soak_report.row_edges(t0=t0, stop=t0 + 20.5, interval=10.0)
     assert edges == [t0, t0 + 10.0, t0 + 20.5]  # a 0.5 s tail joins the last row
-    rows = soak.make_rows(samples=samples, records=records, edges=edges)
+    rows = soak_report.make_rows(samples=samples, records=records, edges=edges)
     first, second = rows
     assert first["minute"] == pytest.approx(10 / 60, abs=1e-3) and second["minute"] == pytest.approx(20.5 / 60, abs=1e-3)
     assert first["rss_mb"] == pytest.approx(500.8) and first["rss_mb_max"] == pytest.approx(500.8)
