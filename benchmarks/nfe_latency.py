@@ -72,6 +72,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BACKEND_NAMES = ("torch", "torch-compiled", "torch-chunk-graph", "onnxruntime", "tensorrt")
 #: the variants of the real-time rows: the chunked fast student and the rolling sampler, side by side
 REALTIME_VARIANTS = ("fast", "stream")
+#: every sampler once; fast-overlap (the fast student, the next chunk's steps beside this one's decode) on request
+DEFAULT_VARIANTS = ("teacher", "balanced", "fast", "stream")
 
 
 # ---- the benchmark -------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ def run_benchmark(
     preset: str = "tiny",
     device: str = "cpu",
     backends: Sequence[str] = BACKEND_NAMES,
-    variants: Sequence[str] = tuple(VARIANTS),
+    variants: Sequence[str] = DEFAULT_VARIANTS,
     frames: int | None = None,
     repeats: int = 5,
     warmup: int | None = None,
@@ -263,7 +265,7 @@ def build_models(config: ModelConfig, *, variants: Sequence[str], seed: int,
 
         entries = {}
         for name in variants:
-            path = Path(checkpoint_dir) / name
+            path = Path(checkpoint_dir) / VARIANTS[name].model
             model, meta = load_model(path, preset=config.preset, role=VARIANTS[name].role)
             if model.config.num_frames != config.num_frames:
                 raise ValueError(f"{path} has chunk length F={model.config.num_frames}; drop --frames or pass "
@@ -273,7 +275,8 @@ def build_models(config: ModelConfig, *, variants: Sequence[str], seed: int,
     with torch.random.fork_rng(devices=[]):  # the seed stays local to the benchmark
         torch.manual_seed(seed)
         teacher = FadaModel(config).eval()
-        students = {"fast", "stream"} & set(variants)  # the rolling sampler runs the fast student's shape
+        # the fast student's shape: fast, fast-overlap and the rolling sampler's
+        students = {n for n in variants if VARIANTS[n].cfg_mode == "layer_tokens"}
         fast = teacher.make_student(VARIANTS["fast"].cfg_mode).eval() if students else None
     shared = ModelEntry(teacher, "teacher" if "balanced" not in variants else None, None)
     return {name: (ModelEntry(fast, "student", None) if name in students else shared) for name in variants}
@@ -303,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"backends to run, of {', '.join(BACKEND_NAMES)}; a torch one + a study ({', '.join(STUDIES)}), "
                         "e.g. torch-compiled+channels-last, is a row beside it (default: all plain ones; unavailable "
                         "ones are reported)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
-                   help=f"variants to run, of {', '.join(VARIANTS)} (default: all)")
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                   help=f"variants to run, of {', '.join(VARIANTS)} (default: %(default)s)")
     p.add_argument("--frames", type=int, default=None,
                    help="chunk length F in frames (default: the preset's, " +
                         " / ".join(f"{k} {get_preset(k).num_frames}" for k in sorted(PRESETS)) + ")")
@@ -319,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-denormals", action="store_true",
                    help="leave the CPU's denormal arithmetic on (default: flush to zero, see run_benchmark)")
     p.add_argument("--checkpoint-dir", default=None,
-                   help="folder with a checkpoint per variant (teacher/, balanced/, fast/, stream/) (default: random "
+                   help="folder with a checkpoint per variant (teacher/, balanced/, fast/ also for fast-overlap, stream/) (default: random "
                         "init, no downloads)")
     p.add_argument("--work-dir", default=None,
                    help="where exported engines are cached (default: $TMPDIR/fada-rt-nfe-latency; delete to re-export)")

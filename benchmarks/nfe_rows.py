@@ -35,6 +35,12 @@ class Variant:
     sampler: str  # key of fada_rt.sampling.SAMPLERS
     role: str  # checkpoint role
     cfg_mode: str  # cfg mode of its model
+    weights: str = ""  # the variant whose model it runs (--checkpoint-dir/<weights>); "": its own
+    overlap_decode: bool = False  # StreamingSession(overlap_decode=): the next chunk's steps beside this decode
+
+    @property
+    def model(self) -> str:
+        return self.weights or self.name
 
 
 VARIANTS = {
@@ -42,6 +48,7 @@ VARIANTS = {
     "balanced": Variant("balanced", "balanced", "student", "none"),
     "fast": Variant("fast", "fast", "student", "layer_tokens"),
     "stream": Variant("stream", "stream", "student", "layer_tokens"),  # rolling: one "chunk" is one call
+    "fast-overlap": Variant("fast-overlap", "fast", "student", "layer_tokens", weights="fast", overlap_decode=True),
 }
 
 
@@ -58,11 +65,11 @@ class Row:
         self.timer = SpanTimer(backend.device)
         self.backend = InstrumentedBackend(backend, self.timer)
         self.pipeline = AvatarPipeline(self.backend, sampler=variant.sampler)  # type: ignore[arg-type]
-        self.session = StreamingSession(self.pipeline, self.pipeline.prepare(image),
+        self.session = StreamingSession(self.pipeline, self.pipeline.prepare(image), overlap_decode=variant.overlap_decode,
                                         generator=torch.Generator(device=backend.device).manual_seed(seed))
         self.session.push(audio)
-        if self.pipeline.rolling:  # fill the pipeline (frame 0 takes a call per step): steady state from here
-            self.session.step()
+        if self.pipeline.rolling or variant.overlap_decode:  # fill the pipeline (a rolling frame 0 takes a call per
+            self.session.step()  # step; an overlapped first step makes two chunks): steady state from here
         self.samples: list[dict[str, float]] = []
         self.samples_prepare: list[float] = []
 

@@ -180,3 +180,14 @@ def test_study_rows_run_beside_their_backend_with_parity_against_eager():
     assert all("CUDA" in reasons[k] for k in ("torch+sdpa-flash", "torch+fp8", "torch-chunk-graph"))
     with pytest.raises(ValueError, match="TORCH_KIND\\+STUDY"):
         run_benchmark(preset="tiny", backends=["onnxruntime+channels-last"], progress=False)
+
+
+def test_overlapped_decode_is_a_row_of_the_fast_student():
+    """fast-overlap runs the fast student's model with StreamingSession(overlap_decode=True): a row beside fast with
+    the same counted NFE per frame (its first, double step is filled before timing)."""
+    result = run_benchmark(preset="tiny", device="cpu", frames=FRAMES, repeats=1, warmup=0,
+                           variants=["fast", "fast-overlap"], backends=["torch"], realtime=0, progress=False,
+                           log=lambda s: None)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["fast"]["nfe"] == rows["fast-overlap"]["nfe"] == 6
+    assert rows["fast-overlap"]["chunk_frames"] == FRAMES
