@@ -137,9 +137,9 @@ def test_config_and_cli_refuse_bad_values(capsys):
 
 @pytest.mark.slow
 def test_a_short_soak_of_the_live_process(tmp_path):
-    """24 s of the real live process: rows, SIGTERM (exit 143), the recording checked against the reports."""
+    """15 s of the real live process: rows, SIGTERM (exit 143), the recording checked against the reports."""
     out, work = tmp_path / "out", tmp_path / "work"
-    config = soak.SoakConfig(minutes=0.4, interval=8.0, sample_every=2.0)
+    config = soak.SoakConfig(minutes=0.25, interval=5.0, sample_every=1.0)
     results = soak.run_soak(config=config, out=out, work=work, progress=None)
     data = json.loads((out / "soak.json").read_text())
     assert data["ended"] == "planned" and data["stop_signal"] is None

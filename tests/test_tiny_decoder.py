@@ -107,7 +107,7 @@ def test_a_pipeline_decodes_with_the_decoder_it_is_given(tmp_path):
 
 #: the shipped tiny decoder against the tiny VAE's decoder on the example portrait's latents (9 shifts), measured
 #: when it was shipped; a worse re-ship falls below GOLDEN_PSNR_DB - 0.5
-GOLDEN_PSNR_DB = 28.64
+GOLDEN_PSNR_DB = 29.10
 
 
 def test_golden_psnr_of_the_shipped_tiny_decoder():
