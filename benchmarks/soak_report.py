@@ -253,7 +253,8 @@ def to_markdown(results: dict[str, Any]) -> str:
              f"`{results['command']}` (paths in a work folder), watched every {cfg['sample_every']:g} s; a row per "
              f"{cfg['interval']:g} s. A/V offset and latency on the avatar's clock (`fada_rt.preview.FrameTimer`); "
              "*dropped*: speech skipped past --max-latency and idle frames discarded for speech, *late*: output-clock "
-             "slips (both called for by the clock); CPU in % of one core; load: the machine's 1-minute load.", "",
+             "slots that went by with no frame ready, the picture held (both called for by the clock); CPU in % of "
+             "one core; load: the machine's 1-minute load.", "",
              "| min | RSS MB | RSS max | fds | files | threads | CPU % | load | frames | fps | A/V offset last / mean / "
              "max (ms) | latency mean / max (ms) | dropped | late | idle |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
