@@ -208,6 +208,9 @@ def test_failure_before_the_first_frame_leaves_no_file(files, tmp_path):
         def decode(self, latents):
             raise RuntimeError("decoder failed")
 
+        def decode_async(self, latents):  # generate decodes beside the next chunk's steps: through decode too
+            return lambda: self.decode(latents)
+
     pipeline.backend = FailingDecode(pipeline.backend)
     with pytest.raises(RuntimeError, match="decoder failed"):
         generate_video(pipeline=pipeline, image=files / "face.png", audio=files / "speech.wav",

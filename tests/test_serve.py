@@ -196,7 +196,9 @@ def test_clients_get_the_avatar_and_disconnects_free_their_session(running: Back
 
     # its audio: 48 kHz, 20 ms packets, and the speech it was sent (its loudest 0.6 s found in speech.wav)
     assert {f.sample_rate for f in first.audio} == {48000}
-    assert set(np.diff([f.pts for f in first.audio])) == {960}
+    audio_steps = np.diff([f.pts for f in first.audio])  # 20 ms packets; a jump: slots the avatar's clock skipped
+    assert np.all(audio_steps > 0) and np.all(audio_steps % 960 == 0)
+    assert np.all(audio_steps == 960) or avatars[0].stats["late_frames"] > 0
     level, sent = loudest_rms(heard(first)), loudest_rms(read_audio(EXAMPLE_AUDIO, sample_rate=48000).astype(np.float64))
     print(f"returned speech: loudest 0.2 s at RMS {level:.3f}; speech.wav's loudest {sent:.3f}")
     assert 0.1 * sent < level < sent  # speech came back (idle frames are silent), not louder than it went
