@@ -99,12 +99,16 @@ def make_rows(*, samples: Sequence[Sample], records: Sequence[dict[str, Any]], e
                     "latency_ms_max": _max([r["latency_ms_max"] for r in rep]),
                     "dropped_frames": sum(r["d_dropped"] for r in rep), "late_frames": sum(r["d_late"] for r in rep),
                     "idle_frames": sum(r["d_idle"] for r in rep), "rtf": last["rtf"],
-                    # emitted frames + the skipped slots the recording holds the picture for, minus the recorded
-                    "unrecorded_frames": max(r["frames"] + r.get("late_frames", 0) - r.get("recorded_frames",
-                                                                                           r["frames"] + r.get("late_frames", 0))
-                                             for r in rep)}
+                    "unrecorded_frames": max(_unrecorded(r) for r in rep)}
         rows.append(row)
     return rows
+
+
+def _unrecorded(report: dict[str, Any]) -> int:
+    """Emitted frames + the skipped slots the recording holds the picture for, minus the frames recorded (0 when
+    the report has no recording)."""
+    slots = report["frames"] + report.get("late_frames", 0)
+    return slots - report.get("recorded_frames", slots)
 
 
 def rss_slope(rows: Sequence[dict[str, Any]]) -> float | None:

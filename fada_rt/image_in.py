@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
+from fada_rt.outputs import check_input_file
+
 MAX_PIXELS = 64_000_000  # decoded size limit (8000 x 8000): about 200 MB as RGB, before the copies loading makes
 DOWNSCALE_HINT = "downscale it first (e.g. to 4096 px on the long side)"
 _JPEG_SCALES = (1, 2, 4, 8)
@@ -32,12 +34,7 @@ class _TooLarge(Exception):
 
 def open_image(path: Path, *, max_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """The decoded image and the file's (width, height); see the module docstring."""
-    if not path.exists():
-        raise FileNotFoundError(f"image {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"image {path} is not a file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"image {path} is empty (0 bytes); re-export or re-download it")
+    check_input_file(path, what="image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # see the module docstring

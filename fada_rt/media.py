@@ -39,7 +39,7 @@ from fada_rt.audio_in import DecodeChecks, check_pcm, declared_duration
 from fada_rt.config import AudioConfig
 from fada_rt.image_in import MAX_PIXELS, to_eight_bit  # noqa: F401  (MAX_PIXELS: part of this module's API)
 from fada_rt.image_in import open_image as _open_image
-from fada_rt.outputs import VIDEO_SUFFIXES, finish_output, partial_path
+from fada_rt.outputs import VIDEO_SUFFIXES, check_input_file, finish_output, partial_path
 
 if TYPE_CHECKING:
     import av  # the functions that use it import it (see the module docstring)
@@ -133,12 +133,7 @@ def _open_audio(path: str | Path) -> tuple[av.container.InputContainer, av.audio
     import av
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"audio file {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"audio {path} is not a file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"audio file {path} is empty (0 bytes); re-export or re-download it")
+    check_input_file(path, what="audio file")
     try:
         container = av.open(str(path))
     except av.FFmpegError as err:

@@ -27,6 +27,17 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
 
 
+def check_input_file(path: Path, *, what: str) -> None:
+    """An input file (``what``: "image", "audio file") that exists, is a file and is not empty, else one clear
+    error naming it."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is empty (0 bytes); re-export or re-download it")
+
+
 def check_output(path: str | Path, *, inputs: Iterable[Any] = (), overwrite: bool = False,
                  suffixes: tuple[str, ...] = VIDEO_SUFFIXES, flag: str = "--out") -> Path:
     """``path`` as a Path, once it is known to be writable without destroying anything.

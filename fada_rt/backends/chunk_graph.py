@@ -88,9 +88,10 @@ class ChunkProgram:
         with torch.no_grad():
             z0, images = program(start, conditions.audio_tokens, list(ref.keys), list(ref.values),
                                  list(conditions.motion))
+        images = images[:frames]
         if self.graphs:
-            z0, images = z0.clone(), images[:frames].clone()
-        return z0, images[:frames]
+            z0, images = z0.clone(), images.clone()
+        return z0, images
 
     def _program(self, sampler: SamplerSpec) -> Callable[..., tuple[Tensor, Tensor]]:
         def chunk(start: Tensor, audio_tokens: Tensor, keys: list[Tensor], values: list[Tensor],
