@@ -84,12 +84,16 @@ def tiny_model() -> FadaModel:
     return make_tiny_model()
 
 
+SUITE_THREADS = 1  # tiny models run fastest on one torch thread; README's `pytest -n 2` runs two test processes
+
+
 @pytest.fixture(autouse=True)
 def keep_torch_threads():
-    """Loading a model for a call sets torch's (process-wide) threads; every test leaves them as it found them."""
-    threads = torch.get_num_threads()
+    """Loading a model sets torch's (process-wide) threads: every test starts and ends on the suite's, whatever a
+    fixture or the test loaded."""
+    torch.set_num_threads(SUITE_THREADS)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(SUITE_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -231,8 +231,8 @@ def test_two_sessions_share_the_model(running: BackgroundServer, tmp_path: Path)
         results = asyncio.run(both())
     finally:
         server.max_sessions = 1
-    first = results[0].answer["session"]
-    assert sorted(r.answer["session"] for r in results) == [first, first + 1]
+    numbers = sorted(r.answer["session"] for r in results)  # either client may be answered first
+    assert numbers == [numbers[0], numbers[0] + 1]
     for hz, received in zip(tones, results):
         assert len(received.video) >= 10 and {(f.width, f.height) for f in received.video} == {(width, height)}
         wave = heard(received)
