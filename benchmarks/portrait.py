@@ -29,7 +29,7 @@ shipped detector and the upright-only one: what the turned searches buy.
 detector), cutting the crop (``warp_crop``, once), building the compositor (once) and pasting one generated crop
 into the picture (``Portrait.frame(crop, "full")``: colour match, warp, blend and the copy of the full picture;
 median over ``--frames``, 50), at the tiny model's resolution (64 px, its framing) and at 512 px (sd15's); H.264
-encoding of pasted full frames (:class:`fada_rt.media.VideoWriter`, libx264 veryfast crf 18, video only, into a
+encoding of pasted full frames (:class:`fada_rt.video_out.VideoWriter`, libx264 veryfast crf 18, video only, into a
 temporary file; ms per frame of the writer's calls over 25 frames pasted one at a time, closing included);
 beside them the model's own time per frame: the shipped tiny fast student through ``StreamingAvatar(image,
 realtime=False, crop="face", output="crop")`` over ``--audio-seconds`` of ``fada_rt/examples/speech.wav`` (wall
@@ -259,7 +259,7 @@ def encode_cost(make_frame: Callable[[int], np.ndarray], count: int) -> float:
     """H.264 ms per frame of ``count`` frames ``make_frame(i)`` at their own size: the writer's calls from opening
     to closing the file, not ``make_frame`` (frames are made one at a time: holding many full frames would time
     the allocation of fresh memory, ~150 ms per 4K frame here)."""
-    from fada_rt.media import VideoWriter
+    from fada_rt.video_out import VideoWriter
 
     h, w = make_frame(0).shape[:2]
     with tempfile.TemporaryDirectory() as tmp:

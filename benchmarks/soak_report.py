@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fada_rt.media import probe_video
+from fada_rt.video_out import probe_video
 
 MB = 2**20
 EXPECTED_EXIT = 128 + signal.SIGTERM  # 143
@@ -146,7 +146,7 @@ class RecordingCheck:
 
 
 def check_recording(path: Path) -> RecordingCheck:
-    """Decode every frame (:func:`~fada_rt.media.probe_video`) and check the video timestamps."""
+    """Decode every frame (:func:`~fada_rt.video_out.probe_video`) and check the video timestamps."""
     import av
 
     info = probe_video(path)

@@ -28,28 +28,20 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from fada_rt.audio_in import check_pcm
 from fada_rt.backends.options import LoadOptions, default_threads
+from fada_rt.emission import AvatarEvent, OutputClock, TurnEvents
 from fada_rt.face import MAX_SIDE, CropMode, OutputMode, Portrait
 from fada_rt.pipeline import Avatar, AvatarPipeline
 from fada_rt.streaming import StreamingSession
 from fada_rt.turns import Slot, SpeechQueue
 
-EventKind = Literal["speaking_started", "speaking_finished", "interrupted"]
 DEFAULT_AUDIO_RATE = 48000  # WebRTC's rate; any whole multiple of the fps works
-
-
-@dataclass(frozen=True)
-class AvatarEvent:
-    kind: EventKind
-    turn: int  # 1, 2, ... in push order
-    pts: float  # output time of the frame that carries the event
-    played: float  # seconds of the turn's speech played before this frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,14 +123,12 @@ class StreamingAvatar:
         self._cond = threading.Condition()
         self._decided: deque[Slot] = deque()  # frames whose audio is in the session, not generated yet
         self._out: deque[_Made] = deque()  # generated, waiting to be emitted
-        self._events: list[AvatarEvent] = []  # for the next emitted frame
+        self._clock_out, self._turns = OutputClock(audio.fps, clock), TurnEvents(audio.fps)
         self._switch: tuple[Portrait, Avatar] | None = None
         self._epoch = self._seen_epoch = 0
         self._closed = self._ending = self._finished = False
         self._error: BaseException | None = None
-        self._emitted, self._t0, self._last_push = 0, None, -math.inf
-        self._turn, self._played = None, 0  # the turn being played and its frames emitted
-        self._finished_turn: tuple[int, float, float] | None = None  # (turn, pts, played) for the next frame
+        self._last_push = -math.inf
         self._chunk_seconds = pipeline.step_frames / self.fps  # compute time of the last chunk (an estimate first)
         self._recent: deque[float] = deque(maxlen=50)  # emission times, for the fps
         self._stats = {"frames": 0, "speech_frames": 0, "idle_frames": 0, "dropped_frames": 0, "late_frames": 0,
@@ -186,15 +176,14 @@ class StreamingAvatar:
                 raise RuntimeError("interrupt after close(): start a new StreamingAvatar")
             dropped = self._speech.clear()
             queued = [m for m in self._out if m.slot.turn is not None]
-            speaking = self._turn is not None or bool(queued) or bool(dropped) or any(
+            speaking = self._turns.turn is not None or bool(queued) or bool(dropped) or any(
                 s.turn is not None for s in self._decided)
             if not speaking:
                 return
-            turn = self._turn or (queued[0].slot.turn if queued else (dropped[0] if dropped else 0))
-            self._events.append(AvatarEvent("interrupted", turn, self._emitted / self.fps, self._played / self.fps))
+            turn = self._turns.turn or (queued[0].slot.turn if queued else (dropped[0] if dropped else 0))
+            self._turns.interrupt(turn, self._clock_out.pts)
             self._out.clear()
             self._decided.clear()  # the worker truncates the session's audio to match (the epoch changed)
-            self._turn, self._played, self._finished_turn = None, 0, None
             self._epoch += 1
             self._stats["interrupts"] += 1
             self._cond.notify_all()
@@ -265,8 +254,8 @@ class StreamingAvatar:
                 now = self.clock()
                 if self._out:
                     if self.realtime:
-                        self._skip_missed(now)
-                    wait = self._due(now) - now if self.realtime else 0.0
+                        self._stats["late_frames"] += self._clock_out.hold(now)
+                    wait = self._clock_out.due(now) - now if self.realtime else 0.0
                     if wait <= 0:
                         break
                 else:
@@ -274,7 +263,9 @@ class StreamingAvatar:
                     if wait is not None and wait <= 0:
                         raise TimeoutError(f"no frame within {timeout} s")
                 self._cond.wait(wait if wait is None else min(wait, 0.05))
-            made = self._pop_due()
+            if self.realtime:
+                self._clock_out.start()  # the first frame out starts the clock
+            made = self._out.popleft()
             frame = self._emit(made)
             self._cond.notify_all()  # the worker may need to make more
         image = made.portrait.frame(made.crop, self.output)
@@ -313,61 +304,24 @@ class StreamingAvatar:
         if self._ending:
             raise RuntimeError(f"{what} after end_audio(): the stream is over; start a new StreamingAvatar")
 
-    def _due(self, now: float) -> float:
-        """When the next frame is due on the output clock (now, for the first)."""
-        return now if self._t0 is None else self._t0 + self._emitted / self.fps
-
-    def _skip_missed(self, now: float) -> None:
-        """Realtime: the output clock holds. A frame ready more than half a slot after its time takes the next slot
-        not yet half gone (waiting for it when it is ahead); the slots that went by stay empty (its pts skips them,
-        ``late_frames`` counts them). So a frame leaves within half a slot of its time and the pictures never
-        trail the clock."""
-        if self._t0 is None:
-            return
-        late = (now - self._due(now)) * self.fps  # slots
-        if late > 0.5:
-            missed = math.ceil(late - 0.5)
-            self._emitted += missed
-            self._stats["late_frames"] += missed
-
-    def _pop_due(self) -> _Made:
-        """The next frame to emit (its slot decided by :meth:`_skip_missed`); the first one starts the clock."""
-        if self.realtime and self._t0 is None:
-            self._t0 = self.clock()
-        return self._out.popleft()
-
     def _emit(self, made: _Made) -> tuple[float, int, tuple[AvatarEvent, ...], float | None]:
-        """Account for one emitted frame; its (pts, index, events, latency). ``speaking_finished`` rides on the
-        frame after a turn's last frame (known once the turn was ended); idle frames inside a turn whose audio
-        came late are a pause, not an end."""
-        pts, index, slot, s = self._emitted / self.fps, self._emitted, made.slot, self._stats
-        events, self._events = list(self._events), []
-        if self._finished_turn is not None:
-            events.append(AvatarEvent("speaking_finished", *self._finished_turn))
-            self._finished_turn = None
-        if slot.turn is not None and slot.turn != self._turn:
-            if self._turn is not None:  # a new turn before the last one's end was known (not ended, then more)
-                events.append(AvatarEvent("speaking_finished", self._turn, pts, self._played / self.fps))
-            events.append(AvatarEvent("speaking_started", slot.turn, pts, 0.0))
-            self._turn, self._played = slot.turn, 0
-            s["turns"] += 1
+        """Account for one emitted frame in its slot (:mod:`fada_rt.emission`); its (pts, index, events, latency)."""
+        pts, index, slot, s = self._clock_out.pts, self._clock_out.slot, made.slot, self._stats
+        events = self._turns.on_frame(slot, pts)
+        s["turns"] += sum(e.kind == "speaking_started" for e in events)
         latency = None
         if slot.turn is not None:
-            self._played += 1
             latency = self.clock() - slot.arrival
             s["speech_frames"] += 1
             s["latency_sum"] += latency
             s["latency_ms_last"] = round(latency * 1000, 1)
             s["latency_ms_max"] = max(s["latency_ms_max"], round(latency * 1000, 1))
-            if slot.last:
-                self._finished_turn = (slot.turn, pts + 1.0 / self.fps, self._played / self.fps)
-                self._turn, self._played = None, 0
         else:
             s["idle_frames"] += 1
         s["frames"] += 1
         self._recent.append(self.clock())
-        self._emitted += 1
-        return pts, index, tuple(events), latency
+        self._clock_out.tick()
+        return pts, index, events, latency
 
     def _work(self) -> None:
         try:

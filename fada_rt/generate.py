@@ -37,11 +37,12 @@ from tqdm import tqdm
 
 from fada_rt.backends import BackendUnavailable, add_load_options, load_options_from_args
 from fada_rt.face import CROP_MODES, MAX_SIDE, OUTPUT_MODES, CropMode, OutputMode, Portrait
-from fada_rt.media import VideoWriter, iter_audio, probe_audio
+from fada_rt.media import iter_audio, probe_audio
 from fada_rt.outputs import StopSignals, check_output
 from fada_rt.pipeline import AvatarPipeline
 from fada_rt.sampling import DISTILLED_CFG_R, SAMPLERS, TEACHER_CFG_A, TEACHER_CFG_R
 from fada_rt.streaming import ChunkOutput, StreamingSession
+from fada_rt.video_out import VideoWriter
 
 DESCRIPTION = ("One portrait + speech audio -> an H.264 + AAC mp4. With only --out: the embedded default "
                "(the shipped tiny student on fada_rt/examples/face.png and fada_rt/examples/speech.wav).")

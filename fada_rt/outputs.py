@@ -4,7 +4,7 @@ path a clear error before any work starts.
 * :func:`check_output` refuses, before a model is loaded, an output that could not be written or that would
   destroy something: a directory, an input of the same run, an existing file (unless ``overwrite``), an
   unsupported extension, a directory that cannot be created or written.
-* :class:`~fada_rt.media.VideoWriter` writes to :func:`partial_path` (``.NAME.partial.mp4`` beside the target)
+* :class:`~fada_rt.video_out.VideoWriter` writes to :func:`partial_path` (``.NAME.partial.mp4`` beside the target)
   and :func:`finish_output` renames it onto the target once the file is finalised, or removes it when it has
   no frames: the target is never a half-written file.
 * :class:`StopSignals` turns SIGINT, SIGTERM and SIGHUP into a flag that the frame loops read between frames,

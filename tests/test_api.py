@@ -310,7 +310,7 @@ def test_the_output_clock_holds_and_skips_the_slots_the_model_missed(pipeline, f
 def test_the_live_recording_holds_the_picture_in_silence_for_skipped_slots(tmp_path):
     from fada_rt.api import AvatarFrame
     from fada_rt.live import LiveRecorder
-    from fada_rt.media import probe_video
+    from fada_rt.video_out import probe_video
 
     recorder = LiveRecorder(tmp_path / "live.mp4", size=64, fps=25, sample_rate=16000)
     for index in (0, 1, 4):  # slots 2 and 3 went by with no frame ready

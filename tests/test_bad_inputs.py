@@ -43,8 +43,9 @@ from test_outputs import writable
 from fada_rt import generate
 from fada_rt.assets import EXAMPLE_IMAGE
 from fada_rt.checkpoint import save_model
-from fada_rt.media import VideoWriter, probe_video, write_wav
+from fada_rt.media import write_wav
 from fada_rt.outputs import partial_path
+from fada_rt.video_out import VideoWriter, probe_video
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ("--crop", "centre", "--output", "crop", "--size", "64")  # no face detection, small frames: the audio cases

@@ -13,6 +13,7 @@ import torch
 from conftest import assert_same_run, make_tiny_model, randomize_zero_init
 
 import train.distill as distill_mod
+import train.distill_teacher as teacher_mod
 from fada_rt.checkpoint import load_model
 from fada_rt.models.fada import BranchedDenoiser
 from fada_rt.sampling import (
@@ -30,17 +31,10 @@ from fada_rt.sampling import (
 )
 from train.cache import build_synthetic_cache, open_cache, weights_digest
 from train.data import ChunkSampler
-from train.distill import (
-    VARIANTS,
-    DistillConfig,
-    DistillObjective,
-    SolveCache,
-    compute_losses,
-    distill,
-    distillation_batch,
-    draw_step,
-)
+from train.distill import VARIANTS, DistillConfig, DistillObjective, compute_losses, distill
+from train.distill_teacher import distillation_batch, draw_step
 from train.loop import LoopConfig
+from train.solve_cache import SolveCache
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +152,7 @@ def test_loss_terms_equal_hand_computed(world, cfg_mode: str, motion_weight: flo
 def _slice(batch, d, i):
     b = distill_mod.ChunkBatch(batch.x0[i : i + 1], batch.reference[i : i + 1], batch.motion[i : i + 1],
                                batch.audio[i : i + 1], batch.clip_ids[i : i + 1], batch.starts[i : i + 1])
-    dd = distill_mod.StepDraws(*(x[i : i + 1] for x in dataclasses.astuple(d)))
+    dd = teacher_mod.StepDraws(*(x[i : i + 1] for x in dataclasses.astuple(d)))
     return b, dd
 
 
@@ -170,7 +164,7 @@ def test_trainer_step_is_the_library_composition(world, tmp_path: Path, monkeypa
     import fada_rt.sampling
 
     _, teacher, cache = world
-    assert distill_mod.make_distillation_batch is fada_rt.sampling.make_distillation_batch
+    assert teacher_mod.make_distillation_batch is fada_rt.sampling.make_distillation_batch
     config = _quick(VARIANTS[name], steps=1)
     seen = []
 
@@ -178,7 +172,7 @@ def test_trainer_step_is_the_library_composition(world, tmp_path: Path, monkeypa
         seen.append(out := make_distillation_batch(**kwargs))
         return out
 
-    monkeypatch.setattr(distill_mod, "make_distillation_batch", spy)
+    monkeypatch.setattr(teacher_mod, "make_distillation_batch", spy)
     sampler = ChunkSampler(cache, config=teacher.config, seed=config.seed)
     losses = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / name)
     assert len(seen) == 1 and len(losses) == 1
@@ -194,7 +188,7 @@ def test_trainer_step_is_the_library_composition(world, tmp_path: Path, monkeypa
             denoiser = BranchedDenoiser(teacher.denoiser, conditions)
             guidance = Guidance(mode="multi", cfg_a=d.cfg[:, 0], cfg_r=d.cfg[:, 1])
         else:
-            denoiser = distill_mod.SampleBranchDenoiser(teacher, conditions, d.keep_audio, d.keep_ref)
+            denoiser = teacher_mod.SampleBranchDenoiser(teacher, conditions, d.keep_audio, d.keep_ref)
             guidance = Guidance(mode="conditional")
     expected = make_distillation_batch(teacher=denoiser, x0=batch.x0, eps=d.eps, t=d.t, window=d.window,
                                        guidance=guidance, plan=plan, ground_truth=config.uses_gt)
@@ -271,7 +265,7 @@ def test_solve_cache_is_reused(world, tmp_path: Path, monkeypatch: pytest.Monkey
     def no_teacher(*args, **kwargs):
         raise AssertionError("the cached solve should have been used")
 
-    monkeypatch.setattr(distill_mod, "teacher_denoiser", no_teacher)
+    monkeypatch.setattr(teacher_mod, "teacher_denoiser", no_teacher)
     again = distill(teacher=copy.deepcopy(teacher), sampler=sampler, config=config, run_dir=tmp_path / "b",
                     solve_cache=solves)
     assert_same_run(again, first)

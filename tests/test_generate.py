@@ -28,8 +28,9 @@ from fada_rt.assets import EXAMPLE_AUDIO, EXAMPLE_IMAGE, default_checkpoint
 from fada_rt.backends import LoadOptions, create_backend
 from fada_rt.checkpoint import save_model
 from fada_rt.generate import generate_video, main
-from fada_rt.media import VideoWriter, probe_video, read_audio, write_wav
+from fada_rt.media import read_audio, write_wav
 from fada_rt.pipeline import AvatarPipeline, check_sampler
+from fada_rt.video_out import VideoWriter, probe_video
 
 REPO = Path(__file__).resolve().parents[1]
 

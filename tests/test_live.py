@@ -20,13 +20,15 @@ from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
 from test_outputs import writable
 
-from fada_rt import generate, live
+from fada_rt import generate, live, live_sources
 from fada_rt.api import AvatarFrame
 from fada_rt.backends.torch_backend import TorchBackend
 from fada_rt.checkpoint import save_model
-from fada_rt.live import FileSource, LiveInputError, MicrophoneSource, run_live
-from fada_rt.media import VideoWriter, probe_video, read_audio, write_wav
+from fada_rt.live import run_live
+from fada_rt.live_sources import FileSource, LiveInputError, MicrophoneSource
+from fada_rt.media import read_audio, write_wav
 from fada_rt.pipeline import AvatarPipeline
+from fada_rt.video_out import VideoWriter, probe_video
 
 REPO = Path(__file__).resolve().parents[1]
 #: RSS growth allowed over a 60 s run after warm-up. Keeping every frame would cost 1500 x 64 x 64 x 3
@@ -153,7 +155,7 @@ def fake_sounddevice(*, devices_ok: bool = True, rate_16k: bool = False) -> type
 
 
 def failing_import(error: BaseException):
-    real = live.importlib.import_module
+    real = live_sources.importlib.import_module
 
     def import_module(name, *args):
         if name == "sounddevice":
@@ -165,7 +167,7 @@ def failing_import(error: BaseException):
 
 @pytest.mark.parametrize("error", [OSError("PortAudio library not found"), ImportError("No module named x")])
 def test_missing_portaudio_or_sounddevice_is_a_clear_error(files, monkeypatch, capsys, error):
-    monkeypatch.setattr(live.importlib, "import_module", failing_import(error))
+    monkeypatch.setattr(live_sources.importlib, "import_module", failing_import(error))
     with pytest.raises(LiveInputError, match="apt-get install libportaudio2") as info:
         MicrophoneSource()
     assert 'pip install -e ".[live]"' in str(info.value) and "--audio-file" in str(info.value)

@@ -13,7 +13,8 @@ from conftest import make_tiny_model, randomize_zero_init
 from PIL import Image
 
 from fada_rt.backends.torch_backend import TorchBackend
-from fada_rt.live import FileSource, run_live
+from fada_rt.live import run_live
+from fada_rt.live_sources import FileSource
 from fada_rt.media import write_wav
 from fada_rt.pipeline import AvatarPipeline
 from fada_rt.preview import PreviewServer

@@ -21,16 +21,15 @@ from fada_rt.config import CropConfig
 from fada_rt.face.portrait import FaceError, load_portrait
 from fada_rt.media import (
     PcmConverter,
-    VideoWriter,
     iter_audio,
     load_image,
     probe_audio,
-    probe_video,
     read_audio,
     read_image,
     to_mono_float,
     write_wav,
 )
+from fada_rt.video_out import VideoWriter, probe_video
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:

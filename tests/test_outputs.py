@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fada_rt.media import VideoWriter, probe_video
 from fada_rt.outputs import StopSignals, check_output, partial_path
+from fada_rt.video_out import VideoWriter, probe_video
 
 READ_ONLY = Path("/sys")  # not writable even by root (a chmod'ed folder is, for root)
 

@@ -16,8 +16,9 @@ from conftest import make_tiny_model, randomize_zero_init
 from fada_rt.backends import LoadOptions, create_backend
 from fada_rt.checkpoint import save_model
 from fada_rt.generate import generate_video
-from fada_rt.media import probe_video, write_wav
+from fada_rt.media import write_wav
 from fada_rt.pipeline import AvatarPipeline
+from fada_rt.video_out import probe_video
 
 FRAME_TOL = 2  # uint8 levels
 LATENT_TOL = 1e-4

@@ -15,7 +15,8 @@ import torch
 from train.data import ChunkBatch
 
 if TYPE_CHECKING:
-    from train.distill import DistillLosses, StepDraws
+    from train.distill import DistillLosses
+    from train.distill_teacher import StepDraws
 
 
 @torch.no_grad()

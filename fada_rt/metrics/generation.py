@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from fada_rt.audio_stream import streamed_windows
 from fada_rt.clips import Clip
-from fada_rt.media import VideoWriter
 from fada_rt.metrics.suite import reference_portrait
 from fada_rt.pipeline import AvatarPipeline
+from fada_rt.video_out import VideoWriter
 
 
 @dataclass
