@@ -8,15 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.portrait import (
-    CANDIDATES,
-    Found,
-    detector_rows,
-    run_benchmark,
-    score,
-    to_markdown,
-    write_results,
-)
+from benchmarks.portrait import detector_rows, run_benchmark, to_markdown, write_results
+from benchmarks.portrait_detectors import CANDIDATES, Found, score
 from benchmarks.portrait_scenes import Scene
 
 SCENES = ("astronaut", "blank")
