@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from fada_rt.audio_in import check_pcm
-from fada_rt.backends.options import LoadOptions, default_threads
+from fada_rt.backends.options import LoadOptions, follow_torch_threads
 from fada_rt.emission import AvatarEvent, OutputClock, TurnEvents
 from fada_rt.face import MAX_SIDE, CropMode, OutputMode, Portrait
 from fada_rt.pipeline import Avatar, AvatarPipeline
@@ -106,9 +106,7 @@ class StreamingAvatar:
         if max_latency is not None and (not realtime or max_latency <= 0):
             raise ValueError("max_latency is a positive number of seconds, and only for realtime=True")
         if pipeline is None:
-            options = options if options is not None else LoadOptions(**load)
-            if options.threads is None and options.device == "cpu":
-                options = options.replace(threads=default_threads())  # sets torch's threads for the process
+            options = (options if options is not None else LoadOptions(**load)).for_a_call()  # process-wide threads
             pipeline = AvatarPipeline.load(options, sampler=sampler, cfg_audio=cfg_audio, cfg_ref=cfg_ref)
         self.pipeline, self.output, self.realtime, self.max_latency = pipeline, output, realtime, max_latency
         self.clock = clock
@@ -324,6 +322,7 @@ class StreamingAvatar:
         return pts, index, events, latency
 
     def _work(self) -> None:
+        follow_torch_threads()  # the model's threads in this worker, not OpenMP's default
         try:
             while self._work_once():
                 pass

@@ -238,10 +238,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                      "--sampler, fada_rt/assets/tiny-*)")
 
 
-def pipeline_from_args(args: argparse.Namespace) -> AvatarPipeline:
-    """The pipeline of the flags of :func:`add_model_args`: their LoadOptions, built once, and the sampler."""
-    return AvatarPipeline.load(load_options_from_args(args), sampler=args.sampler, cfg_audio=args.cfg_audio,
-                               cfg_ref=args.cfg_ref)
+def pipeline_from_args(args: argparse.Namespace, *, call: bool = False) -> AvatarPipeline:
+    """The pipeline of the flags of :func:`add_model_args`: their LoadOptions, built once, and the sampler.
+    ``call``: the options of a running call (live, serve; :meth:`LoadOptions.for_a_call`)."""
+    options = load_options_from_args(args)
+    return AvatarPipeline.load(options.for_a_call() if call else options, sampler=args.sampler,
+                               cfg_audio=args.cfg_audio, cfg_ref=args.cfg_ref)
 
 
 def main(argv: list[str] | None = None) -> int:

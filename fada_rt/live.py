@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             device = int(args.input_device) if args.input_device and args.input_device.isdigit() else args.input_device
             source = MicrophoneSource(device=device)
             print(f"microphone: {source.name} at {source.rate} Hz", flush=True)
-        pipeline = pipeline_from_args(args)
+        pipeline = pipeline_from_args(args, call=True)
         steps = (f"{pipeline.nfe} NFE per frame, frames in flight" if pipeline.rolling
                  else f"{pipeline.nfe} NFE per chunk of {pipeline.chunk_frames} frames")
         print(f"model: {pipeline.config.preset}, sampler {pipeline.sampler.name} ({steps}); Ctrl-C to stop", flush=True)

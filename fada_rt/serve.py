@@ -335,7 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from fada_rt.assets import example_image
     from fada_rt.backends import BackendUnavailable
-    from fada_rt.backends.options import default_threads
     from fada_rt.generate import pipeline_from_args
 
     parser = build_parser()
@@ -350,9 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: --host {args.host} makes this server, and the model behind it, reachable from the network: "
               f"anyone who reaches {args.host}:{args.port} can open sessions", file=sys.stderr)
     try:
-        if args.threads is None and args.device == "cpu":
-            args.threads = default_threads()
-        pipeline = pipeline_from_args(args)
+        pipeline = pipeline_from_args(args, call=True)
         image = args.image if args.image is not None else example_image()
         portrait = pipeline.portrait(image, crop=args.crop, face_index=args.face_index, max_side=args.max_side)
         server = AvatarServer(pipeline, portrait, max_sessions=args.max_sessions, max_latency=args.max_latency or None,

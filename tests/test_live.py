@@ -248,7 +248,7 @@ def test_a_stop_signal_leaves_a_playable_recording(files, tmp_path, signum, code
 # ---- outputs, empty input, the report (issue 28) ----------------------------------------------------
 
 
-def no_model(args):
+def no_model(args, **kw):
     raise AssertionError("the model was loaded before the inputs and --record were checked")
 
 
@@ -370,7 +370,7 @@ def test_the_report_names_a_recording_only_when_one_was_written(monkeypatch, tmp
     monkeypatch.setattr(live, "StreamingAvatar", ScriptedAvatar)
     pipeline = types.SimpleNamespace(rolling=False, nfe=1, chunk_frames=8, sampler=types.SimpleNamespace(name="fast"),
                                      config=types.SimpleNamespace(preset="tiny", audio=types.SimpleNamespace(fps=32)))
-    monkeypatch.setattr(generate, "pipeline_from_args", lambda args: pipeline)
+    monkeypatch.setattr(generate, "pipeline_from_args", lambda args, **kw: pipeline)
     assert live.main(["--image", str(files / "face.png"), "--audio-file", str(files / "speech1.wav"), "--no-preview",
                       "--record", str(tmp_path / "rec.mp4")]) == 0
     out = capsys.readouterr().out

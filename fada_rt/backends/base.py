@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 
+from fada_rt.backends.options import follow_torch_threads
 from fada_rt.config import ModelConfig
 from fada_rt.models.fada import ChunkConditions, ReferenceCache
 
@@ -84,7 +85,8 @@ class Backend(ABC):
         """:meth:`decode` beside the caller's next work: a function that returns the images once they are made. Here
         in a worker thread (the networks release the GIL); the torch backend on CUDA uses a second stream."""
         if self._decoder_thread is None:
-            self._decoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-decode")
+            self._decoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-decode",
+                                                      initializer=follow_torch_threads)
         return self._decoder_thread.submit(self.decode, latents).result
 
     def conditions(self, reference: ReferenceCache, motion_latents: Tensor, windows: Tensor) -> ChunkConditions:

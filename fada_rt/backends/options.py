@@ -30,6 +30,17 @@ def default_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
+def follow_torch_threads() -> None:
+    """Run the calling thread's OpenMP work on torch's thread count (:func:`torch.get_num_threads`).
+
+    ``torch.set_num_threads`` reaches OpenMP only in the thread that calls it; a thread started later gets
+    ``OMP_NUM_THREADS``, or every core when it is unset. So the model ran on 2 threads in the avatar's worker when
+    1 was asked for, and the live loop on 2 cores needed RTF 1.5 instead of 1.15 (docs/experiments/2026-12-05-soak.md).
+    Called first in every thread that runs the networks.
+    """
+    torch.set_num_threads(torch.get_num_threads())
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """Which backend runs the networks, from which artifacts, on which device and how.
@@ -43,8 +54,8 @@ class LoadOptions:
     chunk, every step and the decode, compiled as one graph (torch; :mod:`fada_rt.backends.chunk_graph`).
     ``cuda_graphs``: replay the denoiser as CUDA graphs, with ``chunk_graph`` one per chunk (torch on CUDA,
     tensorrt; None: the backend's default, off for torch, on for tensorrt).
-    ``threads``: CPU threads for torch (and onnxruntime's intra-op threads); None: the libraries' choice
-    (:class:`~fada_rt.api.StreamingAvatar` and ``fada_rt.live`` use :func:`default_threads` instead).
+    ``threads``: CPU threads for torch (and onnxruntime's intra-op threads); None: the libraries' choice, or in a
+    running call :func:`default_threads` (:meth:`for_a_call`).
     ``preset``: when given, the checkpoint's or engines' preset must be this one.
     ``decoder``: what turns latents into frames (torch): ``vae``, the model's VAE decoder; ``tiny``, the shipped tiny
     decoder distilled from it (tiny preset, ``fada_rt/assets/tiny-decoder``); or the folder of one made by
@@ -105,6 +116,11 @@ class LoadOptions:
     def replace(self, **changes: Any) -> LoadOptions:
         return dataclasses.replace(self, **changes)
 
+    def for_a_call(self) -> LoadOptions:
+        """These options for a running call (:class:`~fada_rt.api.StreamingAvatar`, ``fada_rt.live``,
+        ``fada_rt.serve``): on the CPU without ``threads``, :func:`default_threads`."""
+        return self.replace(threads=default_threads()) if self.threads is None and self.device == "cpu" else self
+
 
 # ---- command lines -------------------------------------------------------------------------------
 
@@ -137,7 +153,7 @@ def add_load_options(parser: argparse.ArgumentParser, *, checkpoint_help: str | 
     g.add_argument("--cuda-graphs", action="store_true", help="torch backend on CUDA: replay the denoiser as CUDA "
                    "graphs (the tensorrt backend uses them anyway)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: the "
-                   "libraries' choice; 1 is often fastest on a busy machine)")
+                   "libraries' choice; live and serve: half the cores)")
     g.add_argument("--preset", default=None, help="expected preset of the checkpoint/engines (checked if given)")
     g.add_argument("--decoder", default=LoadOptions.decoder, metavar="vae|tiny|DIR",
                    help="latents to frames (torch backend): the model's VAE decoder, the shipped tiny decoder distilled "
