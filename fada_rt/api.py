@@ -129,7 +129,7 @@ class StreamingAvatar:
         self._last_push = -math.inf
         self._chunk_seconds = pipeline.step_frames / self.fps  # compute time of the last chunk (an estimate first)
         self._recent: deque[float] = deque(maxlen=50)  # emission times, for the fps
-        self._stats = {"frames": 0, "speech_frames": 0, "idle_frames": 0, "dropped_frames": 0, "late_frames": 0,
+        self._stats = {"frames": 0, "speech_frames": 0, "idle_frames": 0, "dropped_frames": 0,
                        "interrupts": 0, "turns": 0, "latency_ms_last": 0.0, "latency_ms_max": 0.0,
                        "latency_sum": 0.0, "compute_s": 0.0, "generated": 0}
         self._worker = threading.Thread(target=self._work, name="fada-avatar", daemon=True)
@@ -223,7 +223,7 @@ class StreamingAvatar:
         latency_ms_{last,mean,max} (speech frames: emitted - pushed), rtf (compute / video seconds),
         queued_seconds (made, not emitted), pending_seconds (pushed, not made)."""
         with self._cond:
-            s = dict(self._stats)
+            s = dict(self._stats, late_frames=self._clock_out.missed)
             speech = max(1, s["speech_frames"])
             s["latency_ms_mean"] = round(s.pop("latency_sum") / speech * 1000, 1)
             s["rtf"] = round(s.pop("compute_s") / max(1e-9, s.pop("generated") / self.fps), 3)
@@ -252,7 +252,7 @@ class StreamingAvatar:
                 now = self.clock()
                 if self._out:
                     if self.realtime:
-                        self._stats["late_frames"] += self._clock_out.hold(now)
+                        self._clock_out.hold(now)  # slots missed go by empty (late_frames)
                     wait = self._clock_out.due(now) - now if self.realtime else 0.0
                     if wait <= 0:
                         break

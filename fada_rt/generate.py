@@ -127,7 +127,7 @@ def generate_video(
     first = next(blocks, None)
     if first is None:
         raise ValueError(f"{audio} contains no audio samples (empty audio); give a file with speech in it")
-    # offline: the next chunk's steps run while this one decodes (21.3 -> 24.9 fps for tiny on one CPU thread)
+    # offline: the next chunk's steps run while this one decodes (measured faster: docs/experiments/2026-12-05-gpu-speed.md)
     session = StreamingSession(pipeline, avatar, generator=torch.Generator().manual_seed(seed), overlap_decode=True)
     expected = math.ceil(info.duration * fps) if info.duration else None
     bar = tqdm(total=expected, unit="frame", desc="generating", disable=not progress, dynamic_ncols=True)

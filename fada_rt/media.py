@@ -19,7 +19,7 @@ track of an mp4), any rate and channel count, decoded block by block (long files
 in memory), resampled to :data:`SAMPLE_RATE` (or the rate asked for) by libswresample and down-mixed
 to mono by averaging channels.
 
-PyAV is imported by the functions that decode or encode: images and the in-memory pipeline (the
+PyAV is imported by the functions that decode: images and the in-memory pipeline (the
 embedding API fed with PCM) run without it.
 """
 

@@ -89,10 +89,8 @@ SUITE_THREADS = 1  # tiny models run fastest on one torch thread; README's `pyte
 
 @pytest.fixture(autouse=True)
 def keep_torch_threads():
-    """Loading a model sets torch's (process-wide) threads: every test starts and ends on the suite's, whatever a
-    fixture or the test loaded."""
-    torch.set_num_threads(SUITE_THREADS)
-    yield
+    """Loading a model sets torch's (process-wide) threads: every test starts on the suite's, whatever a fixture or
+    an earlier test loaded."""
     torch.set_num_threads(SUITE_THREADS)
 
 

@@ -34,9 +34,8 @@ def follow_torch_threads() -> None:
     """Run the calling thread's OpenMP work on torch's thread count (:func:`torch.get_num_threads`).
 
     ``torch.set_num_threads`` reaches OpenMP only in the thread that calls it; a thread started later gets
-    ``OMP_NUM_THREADS``, or every core when it is unset. So the model ran on 2 threads in the avatar's worker when
-    1 was asked for, and the live loop on 2 cores needed RTF 1.5 instead of 1.15 (docs/experiments/2026-12-05-soak.md).
-    Called first in every thread that runs the networks.
+    ``OMP_NUM_THREADS``, or every core when it is unset (docs/experiments/2026-12-05-soak.md). Called first in
+    every thread that runs the networks.
     """
     torch.set_num_threads(torch.get_num_threads())
 
